@@ -1,0 +1,27 @@
+# DiffSmooth reproduction pipeline. Stages live in workflow/rules/*.smk; logic lives in the
+# `diffsmooth` library and its CLI, which the rules call.
+#   snakemake -c2 all_tables                                   # embedded default (digits)
+#   snakemake -c2 all_tables --configfile config/fast.yaml     # fast variant (tests)
+#   snakemake --profile slurm all_tables --configfile config/cifar10.yaml
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+# A --configfile on the command line replaces the default instead of being merged into it.
+if not workflow.overwrite_configfiles:
+
+    configfile: "config/config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/certify.smk"
+include: "workflow/rules/tables.smk"
+
+
+rule all_tables:
+    """Every table, figure and comparison of the configured experiment."""
+    input:
+        table_outputs(),
+    default_target: True

@@ -1,0 +1,3 @@
+"""DiffSmooth reproduction: certified robustness via one-shot diffusion purification and local smoothing."""
+
+__version__ = "0.1.0"

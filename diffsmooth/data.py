@@ -1,0 +1,148 @@
+"""Datasets in [0,1] pixel space: sklearn digits (embedded default), CIFAR-10 and ImageNet (user-supplied).
+
+Each loader returns a `Dataset` whose `get(i)` gives (image C x H x W float32 in [0,1], label) by the
+index the reference code uses (`certify.py --skip`), so image indices mean the same as in the paper.
+"""
+from __future__ import annotations
+
+import hashlib
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+DATASETS = {
+    # name: (image shape, number of classes)
+    "digits": ((1, 8, 8), 10),
+    "cifar10": ((3, 32, 32), 10),
+    "imagenet": ((3, 224, 224), 1000),
+}
+
+
+def dataset_info(name: str) -> tuple[tuple[int, ...], int]:
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}: use one of {', '.join(DATASETS)}")
+    return DATASETS[name]
+
+
+@dataclass
+class Dataset:
+    name: str
+    images: object  # tensor [N, C, H, W] or a list of file paths (ImageNet)
+    labels: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def get(self, i: int) -> tuple[torch.Tensor, int]:
+        if not 0 <= i < len(self):
+            raise IndexError(f"image index {i} out of range for {self.name} ({len(self)} images): "
+                             "check the `images` selection in the config")
+        if isinstance(self.images, torch.Tensor):
+            return self.images[i], int(self.labels[i])
+        return _imagenet_transform(self.images[i]), int(self.labels[i])
+
+
+def prepare_digits(out_dir, test_size: int = 300, seed: int = 0) -> dict:
+    """sklearn's digits, pixels / 16 in [0,1], fixed stratified split; writes train.npz and test.npz."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    from .rows import atomic_write_bytes
+
+    digits = load_digits()
+    x = (digits.images / 16.0).astype(np.float32)[:, None]
+    y = digits.target.astype(np.int64)
+    x_tr, x_te, y_tr, y_te = train_test_split(x, y, test_size=test_size, random_state=seed, stratify=y)
+    out = Path(out_dir)
+    for split, (xs, ys) in {"train": (x_tr, y_tr), "test": (x_te, y_te)}.items():
+        import io
+        buf = io.BytesIO()
+        np.savez(buf, x=xs, y=ys)
+        atomic_write_bytes(out / f"{split}.npz", buf.getvalue())
+    return {"train": len(y_tr), "test": len(y_te)}
+
+
+def load_dataset(name: str, root, split: str = "test") -> Dataset:
+    dataset_info(name)
+    root = Path(root)
+    if not root.exists():
+        raise FileNotFoundError(f"dataset directory {root} for {name!r} does not exist: "
+                                + _HOW_TO_GET[name])
+    if name == "digits":
+        path = root / f"{split}.npz"
+        if not path.exists():
+            raise FileNotFoundError(f"{path} missing: {_HOW_TO_GET['digits']}")
+        with np.load(path) as z:
+            return Dataset(name, torch.from_numpy(z["x"]), z["y"])
+    if name == "cifar10":
+        return _load_cifar10(root, split)
+    return _load_imagenet(root, split)
+
+
+_HOW_TO_GET = {
+    "digits": "run `snakemake -c1 prepare_data` (or `diffsmooth prepare-data digits --out data/digits`)",
+    "cifar10": "place the CIFAR-10 python batches (cifar-10-batches-py/test_batch) under data/cifar10/",
+    "imagenet": "place the ImageNet validation set, one folder per class (valprep layout), under data/imagenet/val/",
+}
+
+
+def _load_cifar10(root: Path, split: str) -> Dataset:
+    base = root / "cifar-10-batches-py" if (root / "cifar-10-batches-py").exists() else root
+    files = ["test_batch"] if split == "test" else [f"data_batch_{i}" for i in range(1, 6)]
+    xs, ys = [], []
+    for f in files:
+        path = base / f
+        if not path.exists():
+            raise FileNotFoundError(f"{path} missing: {_HOW_TO_GET['cifar10']}")
+        with open(path, "rb") as fh:
+            batch = pickle.load(fh, encoding="latin1")
+        xs.append(np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+        ys.append(np.asarray(batch["labels"], dtype=np.int64))
+    x = torch.from_numpy(np.concatenate(xs)).float() / 255.0  # ToTensor(): uint8 / 255
+    return Dataset("cifar10", x, np.concatenate(ys))
+
+
+def _load_imagenet(root: Path, split: str) -> Dataset:
+    base = root / "val" if split == "test" and (root / "val").exists() else root
+    classes = sorted(d.name for d in base.iterdir() if d.is_dir())  # ImageFolder order
+    if not classes:
+        raise FileNotFoundError(f"no class folders in {base}: {_HOW_TO_GET['imagenet']}")
+    exts = {".jpeg", ".jpg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp"}
+    paths, labels = [], []
+    for k, cls in enumerate(classes):
+        for p in sorted((base / cls).iterdir()):
+            if p.suffix.lower() in exts:
+                paths.append(p)
+                labels.append(k)
+    return Dataset("imagenet", paths, np.array(labels, dtype=np.int64))
+
+
+def _imagenet_transform(path) -> torch.Tensor:
+    """Resize(256) -> CenterCrop(224) -> ToTensor(): the 224 crop fed unresized to the 256 UNet."""
+    from PIL import Image
+    from torchvision import transforms
+
+    tf = transforms.Compose([transforms.Resize(256), transforms.CenterCrop(224), transforms.ToTensor()])
+    with Image.open(path) as img:
+        return tf(img.convert("RGB"))
+
+
+def select_indices(length: int, skip: int = 1, start: int = 0, count: int | None = None) -> list[int]:
+    """Reference-style subset: indices start, start+skip, ... (at most `count` of them)."""
+    if skip < 1 or start < 0:
+        raise ValueError(f"image selection needs skip >= 1 and start >= 0, got skip={skip}, start={start}")
+    idx = list(range(start, length, skip))
+    return idx[:count] if count is not None else idx
+
+
+def images_digest(dataset: Dataset, indices) -> str:
+    """sha256 over the selected image tensors and labels (an audit fingerprint of the data subset)."""
+    h = hashlib.sha256()
+    for i in indices:
+        x, y = dataset.get(i)
+        h.update(x.contiguous().numpy().tobytes())
+        h.update(int(y).to_bytes(4, "little"))
+    return h.hexdigest()

@@ -1,0 +1,103 @@
+"""The planner: jobs, forward passes and estimated GPU-hours per table, fused vs. one job per cell.
+
+Forward passes are counted in samples (one image through one model). Fused execution pays one
+purifier pass per noisy sample of a sigma group and, per head (classifier, sigma', local noise),
+max(m, 1) classifier passes for the samples its largest-N cell needs; per-cell execution pays them
+for every cell separately. Seconds come from throughputs (samples/s) set in `certify.throughput`
+or measured by bench/bench_certify.py; the defaults are derived from the paper's RTX A6000 timings.
+"""
+from __future__ import annotations
+
+import math
+
+from .grid import Grid, cell_id, group_id
+
+# samples/s. CIFAR-10 and ImageNet from the paper (Sec. 5.3): 90 s of 240 s per image at N=100k, m=21
+# is diffusion (1.1k samples/s), the m-dependent rest 7.15 s per 100k classifier passes; ImageNet
+# 553 s per 10k diffusion samples, 10.6 s per 10k ResNet-50 passes. Digits: measured on this CPU.
+DEFAULT_THROUGHPUT = {
+    "digits": {"purifier": 100_000, "classifier": 600_000},
+    "cifar10": {"purifier": 1_111, "classifier": 14_000},
+    "imagenet": {"purifier": 18.1, "classifier": 943},
+}
+DEFAULT_MEM_MB = {"digits": 3000, "cifar10": 16000, "imagenet": 48000}
+
+
+def forward_passes(cells, fused: bool = True) -> dict:
+    """Per-image forward passes (samples) of the purifier and the classifiers for these cells."""
+    cells = list(cells)
+    if not fused:
+        purifier = sum(c.n0 + c.N for c in cells if c.uses_diffusion)
+        classifier = sum(max(c.m, 1) * (c.n0 + c.N) for c in cells)
+        return {"purifier": purifier, "classifier": classifier}
+    purifier = classifier = 0
+    groups: dict = {}
+    for c in cells:
+        groups.setdefault(c.group, []).append(c)
+    for gcells in groups.values():
+        diff = [c for c in gcells if c.uses_diffusion]
+        if diff:
+            purifier += max(c.n0 for c in diff) + max(c.N for c in diff)
+        heads: dict = {}
+        for c in gcells:
+            n0, n, m = heads.get(c.head, (0, 0, 0))
+            heads[c.head] = (max(n0, c.n0), max(n, c.N), max(m, c.m, 1))
+        classifier += sum(m * (n0 + n) for n0, n, m in heads.values())
+    return {"purifier": purifier, "classifier": classifier}
+
+
+def seconds_per_image(grid: Grid, cells, fused: bool = True) -> float:
+    tp = {**DEFAULT_THROUGHPUT[grid.config["dataset"]["name"]], **grid.config["certify"].get("throughput", {})}
+    fp = forward_passes(cells, fused)
+    return fp["purifier"] / tp["purifier"] + fp["classifier"] / tp["classifier"]
+
+
+def job_estimate(grid: Grid, cells, images) -> dict:
+    """SLURM resources for one job: runtime with 50% headroom plus start-up, memory by dataset."""
+    seconds = seconds_per_image(grid, cells, fused=True) * len(images)
+    return {"seconds": seconds, "runtime_min": int(math.ceil(1.5 * seconds / 60 + 5)),
+            "mem_mb": DEFAULT_MEM_MB[grid.config["dataset"]["name"]]}
+
+
+def make_plan(grid: Grid) -> dict:
+    images = len(grid.images())
+    shards = len(grid.shards())
+    tables = {}
+    for spec in grid.tables:
+        cells = list(dict.fromkeys(c for row in spec.rows for c in row.cells))
+        tables[spec.id] = _summary(grid, cells, images, shards)
+    return {"experiment": grid.experiment, "images": images, "shards": shards,
+            "groups": len(grid.groups()), "tables": tables,
+            "total": _summary(grid, grid.cells, images, shards),
+            "throughput": {**DEFAULT_THROUGHPUT[grid.config["dataset"]["name"]],
+                           **grid.config["certify"].get("throughput", {})}}
+
+
+def _summary(grid, cells, images, shards) -> dict:
+    fused, per_cell = forward_passes(cells, True), forward_passes(cells, False)
+    return {
+        "cells": len(cells),
+        "jobs_fused": len({group_id(c) for c in cells}) * shards,
+        "jobs_per_cell": len(cells) * shards,
+        "forward_passes_fused": {k: v * images for k, v in fused.items()},
+        "forward_passes_per_cell": {k: v * images for k, v in per_cell.items()},
+        "gpu_hours_fused": seconds_per_image(grid, cells, True) * images / 3600,
+        "gpu_hours_per_cell": seconds_per_image(grid, cells, False) * images / 3600,
+    }
+
+
+def print_plan(plan: dict) -> str:
+    from tabulate import tabulate
+
+    rows = []
+    for name, s in list(plan["tables"].items()) + [("TOTAL", plan["total"])]:
+        rows.append([name, s["cells"], s["jobs_fused"], s["jobs_per_cell"],
+                     f"{sum(s['forward_passes_fused'].values()):.3g}", f"{sum(s['forward_passes_per_cell'].values()):.3g}",
+                     f"{s['gpu_hours_fused']:.1f}", f"{s['gpu_hours_per_cell']:.1f}"])
+    head = ["table", "cells", "jobs (fused)", "jobs (per cell)", "forwards (fused)", "forwards (per cell)",
+            "GPU-h (fused)", "GPU-h (per cell)"]
+    tp = ", ".join(f"{k} {v:g} samples/s" for k, v in plan["throughput"].items())
+    return (f"experiment {plan['experiment']}: {plan['images']} images in {plan['shards']} shards, "
+            f"{plan['groups']} sigma groups; throughput {tp}\n"
+            "(tables share cells, so their rows do not add up to the total)\n"
+            + tabulate(rows, headers=head, tablefmt="simple", disable_numparse=True))

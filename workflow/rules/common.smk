@@ -1,0 +1,58 @@
+# Shared set-up: config validation, the experiment grid, paths and code dependencies.
+import os
+from pathlib import Path
+
+from snakemake.utils import validate
+
+from diffsmooth.grid import build_grid, cell_id, group_id, validate_config
+
+validate(config, "../schemas/config.schema.yaml")
+validate_config(config)  # cross-key checks (sigma' <= sigma, classifiers exist, ...)
+if workflow.config_settings.config or len(workflow.overwrite_configfiles) > 1:
+    raise ValueError(
+        "--config overrides and several --configfile are not supported: the rules pass one config *file* "
+        "to the diffsmooth CLI, so edit a copy of the config and pass it with a single --configfile"
+    )
+
+CONFIGFILE = os.path.relpath((workflow.overwrite_configfiles or ["config/config.yaml"])[-1])
+GRID = build_grid(config)
+EXP = GRID.experiment
+RESULTS = "results"
+SHARDS = list(range(len(GRID.shards())))
+GROUPS = GRID.groups()
+FUSED = config["certify"]["mode"] == "fused"
+
+wildcard_constraints:
+    shard=r"\d+",
+    group=r"[a-z0-9]+/sigma[0-9.]+",
+
+
+def code(*modules):
+    """Library sources a rule depends on, so a code change reruns it."""
+    return [f"diffsmooth/{m}.py" for m in modules]
+
+
+CERTIFY_CODE = code("smoothing", "noise", "purifier", "statistics", "schedules", "certify", "rows", "data",
+                    "models/digits", "models/layers", "models/checkpoints", "models/zoo", "models/unet",
+                    "models/resnet_cifar")
+
+
+def checkpoints_for(cells):
+    paths = {config["classifiers"][c.classifier]["checkpoint"] for c in cells}
+    if any(c.uses_diffusion for c in cells):
+        paths.add(config["diffusion"]["checkpoint"])
+    return sorted(paths)
+
+
+def data_inputs():
+    if config["dataset"]["name"] == "digits":
+        return [f"{config['dataset']['root']}/test.npz"]
+    return []  # user-supplied datasets are checked by the CLI with a message naming the missing files
+
+
+def certify_resources(cells, images):
+    """SLURM runtime (minutes) and memory scale with the work: samples x (1 purifier + classifier passes)."""
+    from diffsmooth.plan import job_estimate
+
+    est = job_estimate(GRID, cells, images)
+    return {"runtime": est["runtime_min"], "mem_mb": est["mem_mb"]}
