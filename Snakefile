@@ -18,6 +18,7 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/certify.smk"
 include: "workflow/rules/tables.smk"
+include: "workflow/rules/targets.smk"
 
 
 rule all_tables:

@@ -13,11 +13,24 @@ from pathlib import Path
 EPILOG = "Config files live in config/ (config/config.yaml: the digits default; config/fast.yaml: tests)."
 
 
+def _threads(value: str) -> int:
+    """--threads: a positive integer (checked by argparse, before the config is read)."""
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not an integer: pass a positive number of threads, "
+                                         "or omit --threads to use `threads` of the config") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {n}: pass a positive number of threads, "
+                                         "or omit --threads to use `threads` of the config")
+    return n
+
+
 def _config_arg(p):
     p.add_argument("--configfile", default="config/config.yaml",
                    help="experiment config (validated against workflow/schemas/config.schema.yaml)")
     p.add_argument("--results", default="results", help="results root (default: results/)")
-    p.add_argument("--threads", type=int, default=None,
+    p.add_argument("--threads", type=_threads, default=None,
                    help="torch threads (default: `threads` of the config; Snakemake passes what it grants)")
 
 
@@ -71,7 +84,7 @@ def main(argv=None) -> int:
 
     p = sub.add_parser("audit", help="where a table cell's number comes from, and whether it reproduces")
     _config_arg(p)
-    p.add_argument("table", help="table id, e.g. table4")
+    p.add_argument("table", nargs="?", help="table id, e.g. table4 (or a cell id)")
     p.add_argument("row", nargs="?", help="row number (1-based) or the row's label text")
     p.add_argument("column", nargs="?", help="column: a radius (e.g. 1.00) or ACR")
     p.add_argument("--cell-id", help="audit this cell id directly instead of a table position")
@@ -95,8 +108,8 @@ def _run(args) -> int:
 
     config = load_config(args.configfile)
     if args.threads is not None:
-        if args.threads < 1:
-            raise ValueError(f"--threads must be >= 1, got {args.threads}")
+        if args.threads < 1:  # main() checks it; callers of _run with a hand-made namespace may not
+            raise ValueError(f"--threads must be >= 1, got {args.threads}: pass a positive number of threads")
         config["threads"] = args.threads
     if args.command == "prepare-data":
         from .data import prepare_digits
@@ -116,10 +129,12 @@ def _run(args) -> int:
             print(key)
         return 0
     if args.command == "certify":
-        from .certify import certify_shard
+        from .certify import certify_shard, validate_shards
 
         cells, mode = _select(grid, args.cell, args.group)
         shards = [args.shard] if args.shard is not None else range(len(grid.shards()))
+        if len(shards) > 1:  # every shard's checks first: no shard is certified when a later one would be refused
+            validate_shards(config, grid, cells, shards, results=args.results)
         for k in shards:
             out = certify_shard(config, grid, cells, k, results=args.results, mode=mode,
                                 progress=not args.no_progress, command=["diffsmooth"] + sys.argv[1:])
@@ -128,18 +143,23 @@ def _run(args) -> int:
             _write_summary(args.summary, args.results, grid, cells, "shards", shards)
         return 0
     if args.command == "merge":
-        from .certify import merge_cell
+        from .certify import prepare_merge, write_merge
 
         cells, _ = _select(grid, args.cell, args.group)
-        for c in cells:
-            merge_cell(args.results, grid, c)
+        merged = [prepare_merge(args.results, grid, c) for c in cells]  # validate every cell before writing one
+        for m in merged:
+            write_merge(*m)
         if args.summary:
             _write_summary(args.summary, args.results, grid, cells, "merged", None)
         print(f"merged {len(cells)} cells")
         return 0
     if args.command == "tables":
+        from .certify import cell_dir
+        from .rows import read_rows
         from .tables import render_all
 
+        for c in grid.cells:  # every rows file is read and validated before the first table is written
+            read_rows(cell_dir(args.results, grid.experiment, c) / "rows.tsv")
         out = Path(args.out or Path(args.results) / "tables" / grid.experiment)
         written = render_all(grid, args.results, out)
         print(f"{len(written)} files written to {out}/")

@@ -69,21 +69,30 @@ def load_dataset(name: str, root, split: str = "test") -> Dataset:
     dataset_info(name)
     root = Path(root)
     if not root.exists():
-        raise FileNotFoundError(f"dataset directory {root} for {name!r} does not exist: "
-                                + _HOW_TO_GET[name])
+        raise FileNotFoundError(f"dataset directory {root} (dataset.root of the config) for {name!r} does not exist: "
+                                f"{_HOW_TO_GET[name]}, or correct dataset.root")
+    if not root.is_dir():
+        raise FileNotFoundError(f"dataset.root {root} for {name!r} is not a directory: point dataset.root at the "
+                                "folder that holds the data")
     if name == "digits":
         path = root / f"{split}.npz"
         if not path.exists():
-            raise FileNotFoundError(f"{path} missing: {_HOW_TO_GET['digits']}")
-        with np.load(path) as z:
-            return Dataset(name, torch.from_numpy(z["x"]), z["y"])
+            raise FileNotFoundError(f"{path} missing (the digits {split} split under dataset.root): "
+                                    f"{_HOW_TO_GET['digits']}")
+        try:
+            with np.load(path) as z:
+                return Dataset(name, torch.from_numpy(z["x"]), z["y"])
+        except Exception as e:  # truncated zip, missing arrays, not an npz at all
+            raise ValueError(f"{path} is not a readable digits split ({type(e).__name__}: {e}): delete it and "
+                             f"{_HOW_TO_GET['digits']}") from None
     if name == "cifar10":
         return _load_cifar10(root, split)
     return _load_imagenet(root, split)
 
 
 _HOW_TO_GET = {
-    "digits": "run `snakemake -c1 prepare_data` (or `diffsmooth prepare-data digits --out data/digits`)",
+    "digits": ("make the split with `snakemake -c1 prepare_data --configfile <config>` (or `diffsmooth prepare-data "
+               "--configfile <config>`, which writes train.npz and test.npz to dataset.root)"),
     "cifar10": "place the CIFAR-10 python batches (cifar-10-batches-py/test_batch) under data/cifar10/",
     "imagenet": "place the ImageNet validation set, one folder per class (valprep layout), under data/imagenet/val/",
 }

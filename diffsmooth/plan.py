@@ -21,6 +21,10 @@ DEFAULT_THROUGHPUT = {
     "imagenet": {"purifier": 18.1, "classifier": 943},
 }
 DEFAULT_MEM_MB = {"digits": 3000, "cifar10": 16000, "imagenet": 48000}
+# Classifier architectures much slower than the dataset's default (samples/s), overridable with
+# `certify.throughput.classifier_arch`. BEiT-L/16-224 is not timed in the paper: ~61.6 GMACs vs. ResNet-50's
+# 4.1 (~15x) on the paper's ResNet-50 rate gives ~63 samples/s (an estimate; measure with bench/).
+DEFAULT_ARCH_THROUGHPUT = {"imagenet": {"beit_large_patch16_224": 63}}
 
 
 def forward_passes(cells, fused: bool = True) -> dict:
@@ -46,10 +50,25 @@ def forward_passes(cells, fused: bool = True) -> dict:
     return {"purifier": purifier, "classifier": classifier}
 
 
+def throughput(grid: Grid) -> dict:
+    """samples/s: purifier, classifier (the dataset's default), classifier_arch {arch: samples/s}."""
+    ds = grid.config["dataset"]["name"]
+    cfg = grid.config["certify"].get("throughput", {})
+    tp = {**DEFAULT_THROUGHPUT[ds], **{k: v for k, v in cfg.items() if k != "classifier_arch"}}
+    tp["classifier_arch"] = {**DEFAULT_ARCH_THROUGHPUT.get(ds, {}), **cfg.get("classifier_arch", {})}
+    return tp
+
+
 def seconds_per_image(grid: Grid, cells, fused: bool = True) -> float:
-    tp = {**DEFAULT_THROUGHPUT[grid.config["dataset"]["name"]], **grid.config["certify"].get("throughput", {})}
+    tp = throughput(grid)
+    cells = list(cells)
     fp = forward_passes(cells, fused)
-    return fp["purifier"] / tp["purifier"] + fp["classifier"] / tp["classifier"]
+    seconds = fp["purifier"] / tp["purifier"]
+    arch_of = {name: spec.get("arch") for name, spec in grid.config["classifiers"].items()}
+    for arch in {arch_of.get(c.classifier) for c in cells}:  # classifier passes per architecture
+        sub = [c for c in cells if arch_of.get(c.classifier) == arch]
+        seconds += forward_passes(sub, fused)["classifier"] / tp["classifier_arch"].get(arch, tp["classifier"])
+    return seconds
 
 
 def job_estimate(grid: Grid, cells, images) -> dict:
@@ -69,8 +88,7 @@ def make_plan(grid: Grid) -> dict:
     return {"experiment": grid.experiment, "images": images, "shards": shards,
             "groups": len(grid.groups()), "tables": tables,
             "total": _summary(grid, grid.cells, images, shards),
-            "throughput": {**DEFAULT_THROUGHPUT[grid.config["dataset"]["name"]],
-                           **grid.config["certify"].get("throughput", {})}}
+            "throughput": throughput(grid)}
 
 
 def _summary(grid, cells, images, shards) -> dict:
@@ -96,7 +114,8 @@ def print_plan(plan: dict) -> str:
                      f"{s['gpu_hours_fused']:.1f}", f"{s['gpu_hours_per_cell']:.1f}"])
     head = ["table", "cells", "jobs (fused)", "jobs (per cell)", "forwards (fused)", "forwards (per cell)",
             "GPU-h (fused)", "GPU-h (per cell)"]
-    tp = ", ".join(f"{k} {v:g} samples/s" for k, v in plan["throughput"].items())
+    tp = ", ".join([f"{k} {v:g} samples/s" for k, v in plan["throughput"].items() if k != "classifier_arch"]
+                   + [f"{k} {v:g} samples/s" for k, v in plan["throughput"].get("classifier_arch", {}).items()])
     return (f"experiment {plan['experiment']}: {plan['images']} images in {plan['shards']} shards, "
             f"{plan['groups']} sigma groups; throughput {tp}\n"
             "(tables share cells, so their rows do not add up to the total)\n"

@@ -27,12 +27,29 @@ def format_row(idx, label, predict, radius, correct, time, n_a, n, p_a_lower) ->
             f"{float(time):.6f}\t{int(n_a)}\t{int(n)}\t{float(p_a_lower)!r}\n")
 
 
+def _fix(path) -> str:
+    """What to do about a damaged rows file: which command rewrites it."""
+    path = Path(path)
+    parts = path.parts
+    at = len(parts) - 1 - parts[::-1].index("cells") if "cells" in parts else None  # results/<exp>/cells/<id>/...
+    if path.name == "rows.tsv":
+        cell = "/".join(parts[at + 1:-1]) if at is not None else "<cell id>"
+        return f"delete it and re-run the merge (`diffsmooth merge --configfile <config> --cell {cell}`)"
+    if path.parent.name == "shards" and path.suffix == ".tsv" and path.stem.isdigit():
+        cell = "/".join(parts[at + 1:-2]) if at is not None else "<cell id>"
+        return (f"delete it and {path.with_suffix('.json').name}, then re-run shard {path.stem} "
+                f"(`diffsmooth certify --configfile <config> --cell {cell} --shard {int(path.stem)}`)")
+    if path.name.endswith(".tsv.partial"):
+        return "delete it (the unfinished rows of an interrupted job) and re-run that shard to start it afresh"
+    return f"delete {path} and re-run the job that wrote it"
+
+
 def parse_lines(path, text: str, allow_torn_tail: bool = False) -> tuple[list[dict], int]:
-    """Parse TSV text; returns (rows, byte length of the complete part). Errors name file and line."""
+    """Parse TSV text; returns (rows, byte length of the complete part). Errors name file, line and the fix."""
     if not text.startswith(HEADER):
         first = text.splitlines()[0] if text else "<empty file>"
         raise CorruptRowsError(f"{path}:1: header is {first!r}, expected {HEADER.strip()!r}; "
-                               "the file is not a rows file of this version: delete it and re-run the cell")
+                               f"the file is not a rows file of this version: {_fix(path)}")
     rows, good_len = [], len(HEADER)
     lines = text[len(HEADER):].split("\n")
     tail = lines.pop()  # text after the last newline: '' for a complete file
@@ -42,22 +59,25 @@ def parse_lines(path, text: str, allow_torn_tail: bool = False) -> tuple[list[di
     if tail:
         if not allow_torn_tail:
             raise CorruptRowsError(f"{path}:{len(lines) + 2}: truncated last line {tail!r} (no newline): "
-                                   "the job writing it was killed; re-run the cell to resume it")
+                                   f"the file was cut short (a killed copy or a full disk); {_fix(path)}")
     return rows, good_len
 
 
 def _parse_line(path, lineno: int, line: str) -> dict:
     fields = line.split("\t")
     if len(fields) != len(COLUMNS):
-        raise CorruptRowsError(f"{path}:{lineno}: {len(fields)} fields, expected {len(COLUMNS)}: {line!r}")
+        raise CorruptRowsError(f"{path}:{lineno}: {len(fields)} fields, expected {len(COLUMNS)}: {line!r}; "
+                               f"the file is damaged: {_fix(path)}")
     row = {}
     for name, value in zip(COLUMNS, fields):
         try:
             row[name] = int(value) if name in _INT else float(value)
         except ValueError:
-            raise CorruptRowsError(f"{path}:{lineno}: column {name} = {value!r} is not a number") from None
+            raise CorruptRowsError(f"{path}:{lineno}: column {name} = {value!r} is not a number; "
+                                   f"the file is damaged: {_fix(path)}") from None
     if row["correct"] not in (0, 1) or row["radius"] < 0 or not 0 <= row["nA"] <= row["n"]:
-        raise CorruptRowsError(f"{path}:{lineno}: inconsistent values {line!r}")
+        raise CorruptRowsError(f"{path}:{lineno}: inconsistent values {line!r} (correct must be 0/1, radius >= 0, "
+                               f"0 <= nA <= n); the file is damaged: {_fix(path)}")
     return row
 
 

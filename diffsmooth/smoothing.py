@@ -50,28 +50,31 @@ class Cell:
             raise ValueError("invalid cell: " + "; ".join(problems))
 
     def problems(self) -> list[str]:
+        """What is wrong with this cell, each with the fix (config keys in parentheses)."""
         p = []
         if self.method not in METHODS:
             p.append(f"unknown method {self.method!r} (use one of {', '.join(METHODS)})")
         if not self.sigma > 0:
-            p.append(f"sigma must be > 0, got {self.sigma}")
+            p.append(f"sigma must be > 0, got {self.sigma}: use a positive noise level (`sigmas`)")
         if not 0 < self.alpha < 1:
-            p.append(f"alpha must lie in (0, 1), got {self.alpha}")
+            p.append(f"alpha must lie in (0, 1), got {self.alpha}: use e.g. 0.001 (`certify.alpha`)")
         if self.N < 1 or self.n0 < 1:
-            p.append(f"N and n0 must be >= 1, got N={self.N}, n0={self.n0}")
+            p.append(f"N and n0 must be >= 1, got N={self.N}, n0={self.n0}: use positive sample counts "
+                     "(`certify.N`, `certify.n0`)")
         if self.local_noise not in LOCAL_NOISE_MODES:
-            p.append(f"local_noise must be one of {LOCAL_NOISE_MODES}, got {self.local_noise!r}")
+            p.append(f"local_noise must be one of {LOCAL_NOISE_MODES}, got {self.local_noise!r}: "
+                     "set `certify.local_noise` to one of them")
         if self.method in ("rs", "dds"):
             if self.m != 0 or self.sigma_local != 0 or self.shift != 0:
                 p.append(f"method {self.method} takes no local smoothing: set m=0, sigma_local=0, shift=0")
         elif self.method in ("diffsmooth", "local"):
             if self.m < 1:
-                p.append(f"method {self.method} needs m >= 1 local noise draws, got m={self.m}")
+                p.append(f"method {self.method} needs m >= 1 local noise draws, got m={self.m}: set m >= 1 (`m`)")
             if not 0 < self.sigma_local <= self.sigma:
                 p.append(f"method {self.method} needs 0 < sigma' <= sigma, got sigma'={self.sigma_local} "
                          f"with sigma={self.sigma}: lower sigma' or raise sigma")
             if self.shift < 0:
-                p.append(f"shift must be >= 0, got {self.shift}")
+                p.append(f"shift must be >= 0, got {self.shift}: use a non-negative shift (`models: shift`)")
         return p
 
     @property
@@ -213,8 +216,8 @@ class Certifier:
             for i in range(1, max(ms) + 1):
                 eta = self.fixed_local[i - 1] if head.local_noise == "fixed" else local[:, i - 1]
                 probs = torch.softmax(model(inputs + head.sigma_eff * eta).float(), dim=1)
-                bad |= ~torch.isfinite(probs).all()
                 prob_sum = probs if prob_sum is None else prob_sum + probs
                 if i in ms:
                     out[(key, i)] = prob_sum.argmax(dim=1)  # argmax of the mean = argmax of the sum
+            bad |= ~torch.isfinite(prob_sum).all()  # NaN/Inf in any draw propagates into the sum
         return out, bad

@@ -1,9 +1,11 @@
-"""Aggregate per-cell rows into the paper's table shapes and render them (Markdown, LaTeX, cell index).
+"""Aggregate per-cell rows into the paper's table shapes and render them (Markdown, LaTeX, HTML, cell index).
 
-Every number comes from per-image rows through `metrics`: certified accuracy in percent with one
-decimal, ACR with three, "−" where a radius is beyond what the cell's N can certify, the best value
+Every computed number comes from per-image rows through `metrics`: certified accuracy in percent with
+one decimal, ACR with three, "−" where a radius is beyond what the cell's N can certify, the best value
 per column (within a block of rows) in bold. Envelope rows (Tables 1/2/6/7) show the per-radius
 maximum over their cells and remember which cell won each radius, so an audit can follow it.
+Reported rows (MACER, Consistency, ... in Tables 1/2) are the paper's own numbers (data/paper/), labelled
+"(reported)" and marked `source = reported` in the cell index; they are never computed.
 """
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ class Value:
     k: int | None = None  # images certified at this radius (None for ACR)
     n: int | None = None  # images in the cell
     candidates: list = field(default_factory=list)  # envelope: all cell ids compared
+    source: str = "computed"  # or "reported": the paper's number, copied from data/paper/
 
 
 @dataclass
@@ -62,6 +65,29 @@ def _radius_limit(cell) -> float:
     return max_certifiable_radius(cell) * (1 + 5e-3)
 
 
+def paper_table_of(grid: Grid, spec: TableSpec) -> str | None:
+    """The `paper:` entry of a table (e.g. "table04", "figure3"), or None."""
+    return grid.config["tables"].get(spec.id, {}).get("paper")
+
+
+def _reported_values(grid: Grid, spec: TableSpec, row) -> list:
+    """A reported row's values: the paper's numbers at this table's columns ("−" where it has none)."""
+    from . import paper
+
+    df = paper.load_paper_table(paper_table_of(grid, spec))
+    prow = paper.row(df, row.paper_row)
+    values = []
+    columns = (["acr"] if spec.show_acr else []) + [paper.radius_column(r) for r in spec.radii]
+    for col in columns:
+        x = prow.get(col)
+        if x is None or (isinstance(x, float) and x != x):
+            values.append(Value(DASH, None, source="reported"))
+        else:
+            x = float(x)
+            values.append(Value(f"{x:.3f}" if col == "acr" else f"{x:.1f}", x, source="reported"))
+    return values
+
+
 def compute_table(grid: Grid, spec: TableSpec, cache: RowCache) -> RenderedTable:
     rounding = grid.config["certify"]["rounding"]
     radius_cols = [f"{r:.2f}" for r in spec.radii]
@@ -69,6 +95,9 @@ def compute_table(grid: Grid, spec: TableSpec, cache: RowCache) -> RenderedTable
     out_rows = []
     for row in spec.rows:
         labels = [row.labels.get(k, "") for k in spec.key_columns]
+        if row.source == "reported":
+            out_rows.append((labels, _reported_values(grid, spec, row)))
+            continue
         values = []
         if spec.show_acr:
             if len(row.cells) == 1:
@@ -123,6 +152,14 @@ def _bold(spec, out_rows) -> list:
     return bold
 
 
+REPORTED_NOTE = ("Rows marked (reported) show the paper's own numbers (data/paper/), "
+                 "copied for comparison; this pipeline does not compute them.")
+
+
+def _has_reported(t: RenderedTable) -> bool:
+    return any(v.source == "reported" for _, values in t.rows for v in values)
+
+
 def to_markdown(t: RenderedTable) -> str:
     from tabulate import tabulate
 
@@ -133,7 +170,8 @@ def to_markdown(t: RenderedTable) -> str:
     align = ["left"] * nkeys + ["right"] * (len(t.header) - nkeys)
     table = tabulate(body, headers=t.header, tablefmt="pipe", colalign=align, disable_numparse=True)
     title = f"**{t.spec.id}**: {t.spec.title}\n\n" if t.spec.title else f"**{t.spec.id}**\n\n"
-    return title + table + "\n"
+    note = f"\n{REPORTED_NOTE}\n" if _has_reported(t) else ""
+    return title + table + "\n" + note
 
 
 _TEX = {"σ": r"$\sigma$", "σ'": r"$\sigma'$", DASH: "--", "&": r"\&", "%": r"\%", "_": r"\_", "#": r"\#"}
@@ -157,7 +195,64 @@ def to_latex(t: RenderedTable) -> str:
             (r"\textbf{" + _tex(v.text) + "}") if j in bold else _tex(v.text) for j, v in enumerate(values)]
         lines.append(" & ".join(cells) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}"]
+    if _has_reported(t):
+        lines.append("% " + REPORTED_NOTE)
     return "\n".join(lines) + "\n"
+
+
+def markdown_to_html(md: str, title: str) -> str:
+    """A standalone HTML page for the Markdown this module writes (headings, paragraphs, bullet lists,
+    pipe tables, **bold**, `code`): what the Snakemake report shows, since it does not render Markdown."""
+    import html
+    import re
+
+    def inline(text: str) -> str:
+        text = html.escape(text, quote=False)
+        text = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", text)
+        return re.sub(r"`(.+?)`", r"<code>\1</code>", text)
+
+    def cells(line: str) -> list:
+        return [c.strip() for c in line.strip().strip("|").split("|")]
+
+    out, lines, i = [], md.splitlines(), 0
+    while i < len(lines):
+        line = lines[i]
+        if line.startswith("|"):
+            block = []
+            while i < len(lines) and lines[i].startswith("|"):
+                block.append(lines[i])
+                i += 1
+            rule = cells(block[1]) if len(block) > 1 else []
+            right = [c.endswith(":") and not c.startswith(":") for c in rule]
+            out.append("<table>")
+            out.append("<tr>" + "".join(f"<th>{inline(c)}</th>" for c in cells(block[0])) + "</tr>")
+            for b in block[2:]:
+                tds = [f'<td class="num">{inline(c)}</td>' if j < len(right) and right[j] else f"<td>{inline(c)}</td>"
+                       for j, c in enumerate(cells(b))]
+                out.append("<tr>" + "".join(tds) + "</tr>")
+            out.append("</table>")
+            continue
+        if line.startswith("#"):
+            level = len(line) - len(line.lstrip("#"))
+            out.append(f"<h{level}>{inline(line[level:].strip())}</h{level}>")
+        elif line.startswith("- "):
+            out.append("<ul>")
+            while i < len(lines) and lines[i].startswith("- "):
+                out.append(f"<li>{inline(lines[i][2:])}</li>")
+                i += 1
+            out.append("</ul>")
+            continue
+        elif line.strip():
+            out.append(f"<p>{inline(line)}</p>")
+        i += 1
+    style = ("body{font-family:sans-serif;font-size:14px;margin:1em}table{border-collapse:collapse;margin:.5em 0}"
+             "th,td{border:1px solid #bbb;padding:2px 6px}th{background:#eee}td.num{text-align:right}")
+    return ("<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>" + html.escape(title) + "</title><style>"
+            + style + "</style></head><body>\n" + "\n".join(out) + "\n</body></html>\n")
+
+
+def to_html(t: RenderedTable) -> str:
+    return markdown_to_html(to_markdown(t), t.spec.id)
 
 
 def cell_index(t: RenderedTable, rounding: str) -> str:
@@ -170,9 +265,9 @@ def cell_index(t: RenderedTable, rounding: str) -> str:
     for i, (labels, values) in enumerate(t.rows, start=1):
         for j, v in enumerate(values):
             col = t.header[nkeys + j]
-            w.writerow([t.spec.id, i, " | ".join(x for x in labels if x), col, v.text, "computed",
+            w.writerow([t.spec.id, i, " | ".join(x for x in labels if x), col, v.text, v.source,
                         v.cell or "", "" if v.k is None else v.k, "" if v.n is None else v.n,
-                        "" if col == "ACR" else rounding, ";".join(v.candidates)])
+                        "" if col == "ACR" or v.source == "reported" else rounding, ";".join(v.candidates)])
     return buf.getvalue()
 
 
@@ -184,12 +279,20 @@ def render_figure(grid: Grid, spec: TableSpec, cache: RowCache, out_base: Path) 
     import matplotlib.pyplot as plt
 
     panels: dict = {}
-    for row in spec.rows:
-        key = (row.labels["Model"], row.labels["σ"], row.labels["σ'"])
-        panels.setdefault(key, []).append(row)
-    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.2), squeeze=False)
+    for row in spec.rows:  # one figure row per (architecture, model), one panel per (sigma, sigma')
+        line = (row.labels.get("Architecture", ""), row.labels["Model"])
+        panels.setdefault(line, {}).setdefault((row.labels["σ"], row.labels["σ'"]), []).append(row)
+    ncols = max(len(p) for p in panels.values())
+    fig, axes = plt.subplots(len(panels), ncols, figsize=(4 * ncols, 3.2 * len(panels)), squeeze=False)
     rounding = grid.config["certify"]["rounding"]
-    for ax, ((model, s, sl), rows) in zip(axes[0], panels.items()):
+    slots = [(ax, (a, mod, s, sl), rows) for line_axes, ((a, mod), by_pair) in zip(axes, panels.items())
+             for ax, ((s, sl), rows) in zip(line_axes, by_pair.items())]
+    for line_axes, by_pair in zip(axes, panels.values()):
+        for ax in line_axes[len(by_pair):]:
+            ax.set_visible(False)
+    for ax, (a, model, s, sl), rows in slots:
+        if a:
+            model = f"{a} {model}"
         for row in rows:
             cell = row.cells[0]
             data = cache.get(cell)
@@ -219,12 +322,18 @@ def render_all(grid: Grid, results, out_dir) -> list:
     cache = RowCache(Path(results), grid.experiment)
     rounding = grid.config["certify"]["rounding"]
     written = []
+    rendered = {}
     for spec in grid.tables:
         t = compute_table(grid, spec, cache)
+        rendered[spec.id] = t
         base = out_dir / spec.id
-        for suffix, text in ((".md", to_markdown(t)), (".tex", to_latex(t)), (".cells.csv", cell_index(t, rounding))):
+        for suffix, text in ((".md", to_markdown(t)), (".tex", to_latex(t)), (".cells.csv", cell_index(t, rounding)),
+                             (".html", to_html(t))):
             atomic_write_text(base.with_name(base.name + suffix), text)
             written.append(base.with_name(base.name + suffix))
         if spec.kind == "m_ladder":
             written += render_figure(grid, spec, cache, base)
+    from .compare import write_comparison
+
+    written += write_comparison(grid, rendered, cache, out_dir)
     return written

@@ -6,8 +6,8 @@ def group_cells(wc):
     return GROUPS[wc.group]
 
 
-def group_summary(group, shard):
-    return f"{RESULTS}/{EXP}/groups/{group}/shards/{int(shard):04d}.json"
+def group_summary(group, shard=None):
+    return group_summary_path(GRID, group, None if shard is None else int(shard), RESULTS)
 
 
 rule certify_group:
@@ -17,14 +17,17 @@ rule certify_group:
         lambda wc: checkpoints_for(group_cells(wc)),
         CERTIFY_CODE,
     output:
-        f"{RESULTS}/{EXP}/groups/{{group}}/shards/{{shard}}.json",
+        # {key} digests the group's cell ids and images: a changed grid is a new file to make
+        f"{RESULTS}/{EXP}/groups/{{group}}/shards/{{shard}}-{{key}}.json",
+    params:
+        speed=[config["certify"].get("autocast", "none"), config["certify"].get("channels_last", False)],
     threads: config["threads"]
     resources:
         gpu=1,
         runtime=lambda wc: certify_resources(group_cells(wc), GRID.shards()[int(wc.shard)])["runtime"],
         mem_mb=lambda wc: certify_resources(group_cells(wc), GRID.shards()[int(wc.shard)])["mem_mb"],
     log:
-        f"{RESULTS}/{EXP}/logs/certify_group/{{group}}/{{shard}}.log",
+        f"{RESULTS}/{EXP}/logs/certify_group/{{group}}/{{shard}}-{{key}}.log",
     shell:
         "DIFFSMOOTH_RULE=certify_group diffsmooth certify --configfile {CONFIGFILE} --group {wildcards.group} "
         "--shard $((10#{wildcards.shard})) --threads {threads} --summary {output} 2> {log}"
@@ -36,9 +39,9 @@ rule merge_group:
         lambda wc: [group_summary(wc.group, k) for k in SHARDS],
         code("certify", "rows"),
     output:
-        f"{RESULTS}/{EXP}/groups/{{group}}/merged.json",
+        f"{RESULTS}/{EXP}/groups/{{group}}/merged-{{key}}.json",
     log:
-        f"{RESULTS}/{EXP}/logs/merge_group/{{group}}.log",
+        f"{RESULTS}/{EXP}/logs/merge_group/{{group}}-{{key}}.log",
     shell:
         "diffsmooth merge --configfile {CONFIGFILE} --group {wildcards.group} --summary {output} 2> {log}"
 
@@ -56,6 +59,9 @@ rule certify_cell:
     output:
         rows=f"{RESULTS}/{EXP}/cells/{{cell}}/shards/{{shard}}.tsv",
         meta=f"{RESULTS}/{EXP}/cells/{{cell}}/shards/{{shard}}.json",
+    params:
+        images=lambda wc: GRID.shards()[int(wc.shard)],
+        speed=[config["certify"].get("autocast", "none"), config["certify"].get("channels_last", False)],
     wildcard_constraints:
         cell=r"[^/]+/sigma[0-9.]+/[a-z]+/[^/]+/[^/]+",
     threads: config["threads"]
@@ -88,5 +94,5 @@ rule merge_cell:
 def certified_rows():
     """What the tables read: merged cells (per-cell mode) or the merged groups (fused mode)."""
     if FUSED:
-        return [f"{RESULTS}/{EXP}/groups/{g}/merged.json" for g in GROUPS]
+        return [group_summary(g) for g in GROUPS]
     return [f"{RESULTS}/{EXP}/cells/{cell_id(c)}/rows.tsv" for c in GRID.cells]

@@ -4,10 +4,8 @@ from pathlib import Path
 
 from snakemake.utils import validate
 
-from diffsmooth.grid import build_grid, cell_id, group_id, validate_config
+from diffsmooth.grid import build_grid, cell_id, group_id, group_summary_path, validate_config
 
-validate(config, "../schemas/config.schema.yaml")
-validate_config(config)  # cross-key checks (sigma' <= sigma, classifiers exist, ...)
 if workflow.config_settings.config or len(workflow.overwrite_configfiles) > 1:
     raise ValueError(
         "--config overrides and several --configfile are not supported: the rules pass one config *file* "
@@ -15,6 +13,9 @@ if workflow.config_settings.config or len(workflow.overwrite_configfiles) > 1:
     )
 
 CONFIGFILE = os.path.relpath((workflow.overwrite_configfiles or ["config/config.yaml"])[-1])
+# our validation first: the same schema, but messages that name the key and the fix
+validate_config(config, source=CONFIGFILE)
+validate(config, "../schemas/config.schema.yaml")
 GRID = build_grid(config)
 EXP = GRID.experiment
 RESULTS = "results"
@@ -24,6 +25,7 @@ FUSED = config["certify"]["mode"] == "fused"
 
 wildcard_constraints:
     shard=r"\d+",
+    key=r"[0-9a-f]{10}",
     group=r"[a-z0-9]+/sigma[0-9.]+",
 
 
@@ -37,10 +39,20 @@ CERTIFY_CODE = code("smoothing", "noise", "purifier", "statistics", "schedules",
                     "models/resnet_cifar")
 
 
+# Checkpoints the pipeline trains itself (digits); all others are user-supplied files.
+PIPELINE_CHECKPOINTS = {spec["checkpoint"] for spec in config["classifiers"].values() if spec.get("train")} | (
+    {config["diffusion"]["checkpoint"]} if config["diffusion"].get("train") else set()
+)
+
+
 def checkpoints_for(cells):
     paths = {config["classifiers"][c.classifier]["checkpoint"] for c in cells}
     if any(c.uses_diffusion for c in cells):
         paths.add(config["diffusion"]["checkpoint"])
+    if workflow.dryrun:
+        # A dry run lists the whole job plan before the user-supplied checkpoints are in place; a real run
+        # stops before any job, naming every missing file (check_user_inputs in workflow/rules/tables.smk).
+        paths = {p for p in paths if p in PIPELINE_CHECKPOINTS or os.path.exists(p)}
     return sorted(paths)
 
 

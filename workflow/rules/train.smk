@@ -25,7 +25,9 @@ rule train_diffusion:
         report=f"{RESULTS}/{EXP}/checkpoints/diffusion.report.json",
     params:
         train=config["diffusion"].get("train"),
+        flags=config["diffusion"]["flags"],
         sigmas=config["sigmas"],
+        seed=config["seed"],
     threads: config["threads"]
     resources:
         runtime=30,
@@ -49,6 +51,7 @@ rule train_classifier:
         name="|".join(TRAINED) or "NONE",
     params:
         train=lambda wc: config["classifiers"][wc.name]["train"],
+        seed=config["seed"],
     threads: config["threads"]
     resources:
         runtime=30,
