@@ -8,7 +8,7 @@ not depend on the weights) and one sigma group of the digits grid, then measures
   (c) certify wall time / bare forward time for a single DiffSmooth cell;
   (d) samples per second.
 Usage: python bench/bench_certify.py [--config config/config.yaml] [--sigma 0.25] [--images 5] [--out bench/RESULTS.md]
-Optional on a GPU machine: --gpu-cifar runs the real-size CIFAR-10 UNet + ResNet-110 (random weights) at
+Optional on a GPU machine: --gpu-cifar (with --device cuda) runs the real-size CIFAR-10 UNet + ResNet-110 (random weights) at
 N=100,000, m=21 and reports seconds per image next to the paper's 240 s (fp32 and bf16 autocast).
 """
 from __future__ import annotations
@@ -75,6 +75,42 @@ def certify_seconds(cells, clfs, purifier, batch_size, images, per_cell=False) -
     return time.perf_counter() - t0
 
 
+def cifar_real_size(device: str, n: int, m: int, batch_size: int) -> list[str]:
+    """Real-size CIFAR-10 UNet (improved-diffusion flags) + ResNet-110, random weights: seconds per image
+    of one DiffSmooth cell (sigma 0.25, sigma' 0.25) at N = n, fp32 and bf16 autocast + channels-last."""
+    import json
+
+    from diffsmooth.models import classifier, prepare_for_inference, unet_from_flags
+    from diffsmooth.schedules import schedule_from_flags
+    from diffsmooth.smoothing import Cell
+
+    flags = json.loads((Path(__file__).resolve().parent.parent / "tests" / "data" / "models"
+                        / "improved_diffusion_cifar10_uncond_50M_500K.json").read_text())["flags"]
+    out = []
+    for label, kw in (("fp32", {}), ("bf16 autocast + channels-last", {"autocast_dtype": torch.bfloat16,
+                                                                        "channels_last": True})):
+        torch.manual_seed(0)
+        unet = prepare_for_inference(unet_from_flags(flags), device, **kw)
+        clf = prepare_for_inference(classifier("cifar_resnet110", "cifar10"), device, **kw)
+        purifier = OneShotPurifier(unet, schedule_from_flags(flags), 0.25)
+        cell = Cell(dataset="cifar10", method="diffsmooth", classifier="r110", sigma=0.25, sigma_local=0.25,
+                    shift=0.03, m=m, N=n, n0=100)
+        cert = Certifier([cell], {"r110": clf}, purifier, 10, (3, 32, 32), batch_size=batch_size, device=device)
+        x = torch.rand(3, 32, 32)
+        cert.certify(x, 0)  # warm-up (cudnn autotune, allocator)
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        cert.certify(x, 1)
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        seconds = time.perf_counter() - t0
+        name = torch.cuda.get_device_name() if device.startswith("cuda") else platform.processor() or "cpu"
+        out.append(f"| CIFAR-10 real size, {label}, N = {n:,}, m = {m}, batch {batch_size}, {name} | "
+                   f"{seconds:.1f} s per image | paper: 240 s (RTX A6000, N = 100,000, m = 21) |")
+    return out
+
+
 def best_of(fn, repeats=3):
     return min(fn() for _ in range(repeats))
 
@@ -86,6 +122,11 @@ def main():
     ap.add_argument("--images", type=int, default=4)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", help="append a dated record to this Markdown file")
+    ap.add_argument("--gpu-cifar", action="store_true",
+                    help="also time the real-size CIFAR-10 UNet + ResNet-110 (random weights) on --device")
+    ap.add_argument("--device", default="cuda")
+    ap.add_argument("--gpu-n", type=int, default=100_000, help="N for --gpu-cifar (paper: 100,000)")
+    ap.add_argument("--gpu-batch", type=int, default=1000)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     grid = build_grid(load_config(args.config))
@@ -117,6 +158,8 @@ def main():
         f"| per image, fused | {fused / args.images * 1000:.0f} ms | — |",
         "",
     ]
+    if args.gpu_cifar:
+        lines[-1:-1] = cifar_real_size(args.device, args.gpu_n, 21, args.gpu_batch)
     text = "\n".join(lines)
     print(text)
     if args.out:

@@ -314,7 +314,6 @@ def certify_shard(config: dict, grid: Grid, cells: list, shard: int, results="re
             raise CertificationError(f"{writers[c].path} holds images {writers[c].done[:5]}... that are not a prefix "
                                      "of this shard's images; delete it to restart the cell")
     start = min(len(w.done) for w in writers.values())
-    times = []
     bar = tqdm(images[start:], desc=f"certify {cells[0].dataset} σ={cells[0].sigma:g} shard {shard} "
                f"({len(todo)} cells)", disable=not progress, mininterval=1.0)
     for pos, i in enumerate(bar, start=start):
@@ -322,7 +321,6 @@ def certify_shard(config: dict, grid: Grid, cells: list, shard: int, results="re
         t0 = time.perf_counter()
         results_i = certifier.certify(x, i)
         elapsed = time.perf_counter() - t0
-        times.append(elapsed)
         for c in todo_cells:
             if len(writers[c].done) > pos:  # written before the kill
                 continue

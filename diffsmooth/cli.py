@@ -125,7 +125,9 @@ def _run(args) -> int:
         return _train(args, config)
     grid = build_grid(config)
     if args.command == "cells":
-        for key in (grid.groups() if args.groups else [__import__("diffsmooth.grid").grid.cell_id(c) for c in grid.cells]):
+        from .grid import cell_id
+
+        for key in (grid.groups() if args.groups else [cell_id(c) for c in grid.cells]):
             print(key)
         return 0
     if args.command == "certify":

@@ -158,14 +158,25 @@ class Certifier:
         """CERTIFY for every cell: n0 selection samples, then fresh estimation samples, Clopper-Pearson bound."""
         x = x.to(self.device)
         counts0 = self._counts(x, index, "selection", {c: c.n0 for c in self.cells})
-        c_a = {c: int(torch.argmax(counts0[c]).item()) for c in self.cells}  # ties -> lowest class
+        sel = torch.stack([counts0[c] for c in self.cells])
+        c_a = sel.argmax(dim=1)  # ties -> lowest class, as numpy's argmax in the reference
         counts = self._counts(x, index, "estimation", {c: c.N for c in self.cells})
+        est = torch.stack([counts[c] for c in self.cells])
+        n_a = est.gather(1, c_a[:, None])[:, 0]
+        # one device-to-host copy per image for all cells
+        c_a, n_a, sel = c_a.tolist(), n_a.tolist(), sel.tolist()
         results = {}
-        for c in self.cells:
-            n_a = int(counts[c][c_a[c]].item())
-            predict, radius, p_lower = statistics.decide(c_a[c], n_a, c.N, c.alpha, c.sigma)
-            results[c] = CellResult(predict, radius, n_a, c.N, p_lower, counts0[c].tolist())
+        for j, c in enumerate(self.cells):
+            predict, radius, p_lower = statistics.decide(c_a[j], n_a[j], c.N, c.alpha, c.sigma)
+            results[c] = CellResult(predict, radius, n_a[j], c.N, p_lower, sel[j])
         return results
+
+    @torch.inference_mode()
+    def predict(self, x: torch.Tensor, index: int, n: int, alpha: float) -> dict[Cell, int]:
+        """PREDICT (Cohen et al.): n samples of their own stream; the top class, or ABSTAIN when the two-sided
+        binomial test of top-1 against top-2 has p-value > alpha (scipy's binomtest)."""
+        counts = self._counts(x.to(self.device), index, "prediction", {c: n for c in self.cells})
+        return {c: statistics.predict_decision(counts[c].tolist(), alpha) for c in self.cells}
 
     def _counts(self, x, index: int, stream: str, limits: dict[Cell, int]) -> dict[Cell, torch.Tensor]:
         """Class histograms of the base classifiers over the first limits[cell] samples of `stream`."""

@@ -178,3 +178,20 @@ def test_abstain_rule_applied_per_cell():
             assert r.p_a_lower < 0.5 and r.radius == 0.0
         else:
             assert r.radius == expected[1]
+
+
+def test_predict_abstains_on_a_coin_flip_and_answers_a_sure_class():
+    class Coin(nn.Module):  # class 0 or 1 by the sign of the first pixel's noise
+        def forward(self, x):
+            above = (x[:, 0, 0, 0] > 0.5).float()
+            return torch.stack([above, 1 - above, torch.zeros(len(x))], dim=1) * 10
+
+    class Sure(nn.Module):
+        def forward(self, x):
+            return torch.tensor([0.0, 0.0, 1.0]).expand(len(x), 3)
+
+    base = dict(dataset="digits", method="rs", sigma=0.5, N=100, n0=10)
+    coin, sure = Cell(classifier="coin", **base), Cell(classifier="sure", **base)
+    cert = Certifier([coin, sure], {"coin": Coin(), "sure": Sure()}, None, 3, SHAPE, batch_size=500)
+    out = cert.predict(torch.full(SHAPE, 0.5), 0, n=1000, alpha=0.001)
+    assert out[coin] == st.ABSTAIN and out[sure] == 2
