@@ -29,7 +29,7 @@
 # script exits non-zero, names the daemon and prints the tail of its log.
 #
 # Environment (all optional):
-#   DIFFSMOOTH_SLURM_DIR      state directory        (default /tmp/diffsmooth-slurm)
+#   DIFFSMOOTH_SLURM_DIR      state directory        (default $TMPDIR or /tmp, then diffsmooth-slurm)
 #   DIFFSMOOTH_SLURM_WAIT     seconds per wait       (default 60)
 #   DIFFSMOOTH_SLURM_DB_PORT  MariaDB TCP port       (default 13306)
 #   DIFFSMOOTH_SLURM_CPUS     CPUs advertised        (default: nproc)
@@ -38,7 +38,7 @@
 set -euo pipefail
 export PATH="$PATH:/usr/sbin:/sbin"   # daemons live in sbin; some root shells lack it
 
-STATE_DIR=${DIFFSMOOTH_SLURM_DIR:-/tmp/diffsmooth-slurm}
+STATE_DIR=${DIFFSMOOTH_SLURM_DIR:-${TMPDIR:-/tmp}/diffsmooth-slurm}
 WAIT_S=${DIFFSMOOTH_SLURM_WAIT:-60}
 DB_PORT=${DIFFSMOOTH_SLURM_DB_PORT:-13306}
 GPUS=${DIFFSMOOTH_SLURM_GPUS:-1}
@@ -432,5 +432,5 @@ case "${1:-}" in
   up) cmd_up ;;
   down) cmd_down ;;
   status) cmd_status ;;
-  *) echo "usage: $0 up|down|status   (state dir: \$DIFFSMOOTH_SLURM_DIR, default /tmp/diffsmooth-slurm)" >&2; exit 2 ;;
+  *) echo "usage: $0 up|down|status   (state dir: \$DIFFSMOOTH_SLURM_DIR, default \${TMPDIR:-/tmp}/diffsmooth-slurm)" >&2; exit 2 ;;
 esac

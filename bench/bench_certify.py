@@ -111,8 +111,13 @@ def cifar_real_size(device: str, n: int, m: int, batch_size: int) -> list[str]:
     return out
 
 
-def best_of(fn, repeats=3):
-    return min(fn() for _ in range(repeats))
+def interleaved_best(fns: dict, repeats: int = 5) -> dict:
+    """Best of `repeats` for each function, run in turns so that drifting machine load hits all alike."""
+    best = {k: float("inf") for k in fns}
+    for _ in range(repeats):
+        for k, fn in fns.items():
+            best[k] = min(best[k], fn())
+    return best
 
 
 def main():
@@ -136,11 +141,14 @@ def main():
     single = next(c for c in cells if c.method == "diffsmooth" and c.m == grid.config["m"])
 
     certify_seconds(cells[:2], clfs, purifier, bs, 1)  # warm-up
-    fused = best_of(lambda: certify_seconds(cells, clfs, purifier, bs, args.images))
-    minimum = best_of(lambda: bare_forward_seconds(cells, clfs, purifier, bs, args.images))
+    t = interleaved_best({
+        "fused": lambda: certify_seconds(cells, clfs, purifier, bs, args.images),
+        "minimum": lambda: bare_forward_seconds(cells, clfs, purifier, bs, args.images),
+        "single": lambda: certify_seconds([single], clfs, purifier, bs, args.images),
+        "single_bare": lambda: bare_forward_seconds([single], clfs, purifier, bs, args.images),
+    })
+    fused, minimum, single_cert, single_bare = t["fused"], t["minimum"], t["single"], t["single_bare"]
     per_cell = certify_seconds(cells, clfs, purifier, bs, args.images, per_cell=True)
-    single_cert = best_of(lambda: certify_seconds([single], clfs, purifier, bs, args.images))
-    single_bare = best_of(lambda: bare_forward_seconds([single], clfs, purifier, bs, args.images))
     fp = forward_passes(cells, fused=True)
     samples = fp["purifier"] + fp["classifier"]
     lines = [

@@ -109,6 +109,12 @@ class CellResult:
     counts0: list = field(default_factory=list)
 
 
+def _softmax(logits: torch.Tensor) -> torch.Tensor:
+    """Softmax over classes, written out: torch.softmax over a short last dimension is ~5x slower on CPU."""
+    e = (logits - logits.amax(dim=1, keepdim=True)).exp_()
+    return e.div_(e.sum(dim=1, keepdim=True))
+
+
 @dataclass
 class _Head:
     source: str
@@ -226,8 +232,8 @@ class Certifier:
             prob_sum = None
             for i in range(1, max(ms) + 1):
                 eta = self.fixed_local[i - 1] if head.local_noise == "fixed" else local[:, i - 1]
-                probs = torch.softmax(model(inputs + head.sigma_eff * eta).float(), dim=1)
-                prob_sum = probs if prob_sum is None else prob_sum + probs
+                probs = _softmax(model(inputs + head.sigma_eff * eta).float())
+                prob_sum = probs if prob_sum is None else prob_sum.add_(probs)
                 if i in ms:
                     out[(key, i)] = prob_sum.argmax(dim=1)  # argmax of the mean = argmax of the sum
             bad |= ~torch.isfinite(prob_sum).all()  # NaN/Inf in any draw propagates into the sum
