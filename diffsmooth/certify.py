@@ -283,17 +283,22 @@ def _prepare_shard(config: dict, grid: Grid, cells: list, shard: int, results, d
     return images, dataset, digests, todo
 
 
-def validate_shards(config: dict, grid: Grid, cells: list, shards, results="results") -> None:
-    """Run the pre-work checks of every shard a command will certify, before the first one starts."""
+def validate_shards(config: dict, grid: Grid, cells: list, shards, results="results") -> tuple:
+    """Run the pre-work checks of every shard a command will certify, before the first one starts.
+
+    Returns (dataset, digests) so certify_shard neither re-reads the data nor re-hashes the checkpoints."""
     dataset, digests = None, None
     for k in shards:
         _, dataset, digests, _ = _prepare_shard(config, grid, cells, k, results, dataset, digests)
+    return dataset, digests
 
 
 def certify_shard(config: dict, grid: Grid, cells: list, shard: int, results="results", mode: str = "fused",
-                  progress: bool = True, command: list | None = None) -> dict:
-    """Certify shard `shard` of the experiment's images for `cells` (which share one sigma group)."""
-    images, dataset, digests, todo = _prepare_shard(config, grid, cells, shard, results)
+                  progress: bool = True, command: list | None = None, dataset=None, digests: dict | None = None) -> dict:
+    """Certify shard `shard` of the experiment's images for `cells` (which share one sigma group).
+
+    `dataset` and `digests` (from validate_shards) spare reloading the data and re-hashing checkpoints."""
+    images, dataset, digests, todo = _prepare_shard(config, grid, cells, shard, results, dataset, digests)
     dataset_name = config["dataset"]["name"]
     shape, num_classes = dataset_info(dataset_name)
     if not todo:

@@ -135,11 +135,13 @@ def _run(args) -> int:
 
         cells, mode = _select(grid, args.cell, args.group)
         shards = [args.shard] if args.shard is not None else range(len(grid.shards()))
+        dataset, digests = None, None
         if len(shards) > 1:  # every shard's checks first: no shard is certified when a later one would be refused
-            validate_shards(config, grid, cells, shards, results=args.results)
+            dataset, digests = validate_shards(config, grid, cells, shards, results=args.results)
         for k in shards:
             out = certify_shard(config, grid, cells, k, results=args.results, mode=mode,
-                                progress=not args.no_progress, command=["diffsmooth"] + sys.argv[1:])
+                                progress=not args.no_progress, command=["diffsmooth"] + sys.argv[1:],
+                                dataset=dataset, digests=digests)
             print(f"shard {k}: {out['certified']} cells certified, {out['skipped']} already complete")
         if args.summary:
             _write_summary(args.summary, args.results, grid, cells, "shards", shards)
