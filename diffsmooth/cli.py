@@ -81,6 +81,14 @@ def main(argv=None) -> int:
     p = sub.add_parser("plan", help="jobs, forward passes and estimated GPU-hours per table, before submitting")
     _config_arg(p)
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--throughput", metavar="FILE",
+                   help="a record written by `diffsmooth throughput` (default: results/<experiment>/throughput.json "
+                        "when present)")
+
+    p = sub.add_parser("throughput", help="measure the models' samples/s on this device for `plan` and SLURM runtimes")
+    _config_arg(p)
+    p.add_argument("--seconds", type=float, default=10.0, help="time each model at least this long (default 10)")
+    p.add_argument("--out", help="record path (default: results/<experiment>/throughput.json)")
 
     p = sub.add_parser("audit", help="where a table cell's number comes from, and whether it reproduces")
     _config_arg(p)
@@ -101,6 +109,24 @@ def main(argv=None) -> int:
     except (ValueError, FileNotFoundError, RuntimeError) as e:  # our errors carry the fix in their message
         print(f"diffsmooth {args.command}: error: {e}", file=sys.stderr)
         return 2
+
+
+def _throughput(args, config, grid) -> int:
+    import torch
+
+    from .certify import resolve_device
+    from .rows import atomic_write_json
+    from .throughput import default_path, measure
+
+    if args.seconds < 0:
+        raise ValueError(f"--seconds must be >= 0, got {args.seconds}")
+    torch.set_num_threads(config["threads"])
+    device = resolve_device(config["device"])
+    record = measure(config, grid.cells, device, args.seconds)
+    out = Path(args.out or default_path(args.results, grid.experiment))
+    atomic_write_json(out, record)
+    print(f"throughput on {record['device']} -> {out} (used by `diffsmooth plan` and the SLURM runtimes)")
+    return 0
 
 
 def _run(args) -> int:
@@ -171,9 +197,11 @@ def _run(args) -> int:
     if args.command == "plan":
         from .plan import make_plan, print_plan
 
-        plan = make_plan(grid)
+        plan = make_plan(grid, args.results, args.throughput)
         print(json.dumps(plan, indent=2) if args.json else print_plan(plan))
         return 0
+    if args.command == "throughput":
+        return _throughput(args, config, grid)
     if args.command == "audit":
         from .audit import run_audit
 

@@ -3,12 +3,15 @@
 Forward passes are counted in samples (one image through one model). Fused execution pays one
 purifier pass per noisy sample of a sigma group and, per head (classifier, sigma', local noise),
 max(m, 1) classifier passes for the samples its largest-N cell needs; per-cell execution pays them
-for every cell separately. Seconds come from throughputs (samples/s) set in `certify.throughput`
-or measured by bench/bench_certify.py; the defaults are derived from the paper's RTX A6000 timings.
+for every cell separately. Seconds come from throughputs (samples/s), later sources winning:
+paper-derived defaults, `certify.throughput` of the config, then a record measured on your GPUs by
+`diffsmooth throughput` (results/<experiment>/throughput.json, or `diffsmooth plan --throughput FILE`).
 """
 from __future__ import annotations
 
 import math
+import sys
+from pathlib import Path
 
 from .grid import Grid, cell_id, group_id
 
@@ -50,17 +53,46 @@ def forward_passes(cells, fused: bool = True) -> dict:
     return {"purifier": purifier, "classifier": classifier}
 
 
-def throughput(grid: Grid) -> dict:
-    """samples/s: purifier, classifier (the dataset's default), classifier_arch {arch: samples/s}."""
+def throughput(grid: Grid, results="results", measured=None) -> dict:
+    """samples/s: purifier, classifier (the dataset's default), classifier_arch {arch: samples/s}, and
+    `sources` naming where each number comes from. `measured`: a throughput record file; without it,
+    results/<experiment>/throughput.json is used when present and measured with the config's settings."""
+    from .throughput import ThroughputError, default_path, read_record
+
     ds = grid.config["dataset"]["name"]
     cfg = grid.config["certify"].get("throughput", {})
-    tp = {**DEFAULT_THROUGHPUT[ds], **{k: v for k, v in cfg.items() if k != "classifier_arch"}}
-    tp["classifier_arch"] = {**DEFAULT_ARCH_THROUGHPUT.get(ds, {}), **cfg.get("classifier_arch", {})}
+    tp = {**DEFAULT_THROUGHPUT[ds], "classifier_arch": dict(DEFAULT_ARCH_THROUGHPUT.get(ds, {}))}
+    sources = {k: "paper-derived default" if ds != "digits" else "default (measured on a 2-core CPU)"
+               for k in ("purifier", "classifier", *tp["classifier_arch"])}
+    for key, value in cfg.items():
+        if key == "classifier_arch":
+            tp["classifier_arch"].update(value)
+            sources.update({arch: "config certify.throughput" for arch in value})
+        else:
+            tp[key] = value
+            sources[key] = "config certify.throughput"
+    path = Path(measured) if measured is not None else default_path(results, grid.experiment)
+    record = None
+    if measured is not None:
+        record = read_record(path, grid.config)
+    elif path.exists():
+        try:
+            record = read_record(path, grid.config)
+        except ThroughputError as e:  # found, not asked for: say why it is not used, plan on
+            print(f"warning: {e} (planning without it)", file=sys.stderr)
+    if record is not None:
+        origin = f"measured on {record['device']}, {record['date'][:10]}: {path}"
+        if record.get("purifier"):
+            tp["purifier"] = record["purifier"]
+            sources["purifier"] = origin
+        tp["classifier_arch"].update(record["classifier_arch"])
+        sources.update({arch: origin for arch in record["classifier_arch"]})
+    tp["sources"] = sources
     return tp
 
 
-def seconds_per_image(grid: Grid, cells, fused: bool = True) -> float:
-    tp = throughput(grid)
+def seconds_per_image(grid: Grid, cells, fused: bool = True, tp: dict | None = None) -> float:
+    tp = tp or throughput(grid)
     cells = list(cells)
     fp = forward_passes(cells, fused)
     seconds = fp["purifier"] / tp["purifier"]
@@ -71,27 +103,27 @@ def seconds_per_image(grid: Grid, cells, fused: bool = True) -> float:
     return seconds
 
 
-def job_estimate(grid: Grid, cells, images) -> dict:
+def job_estimate(grid: Grid, cells, images, tp: dict | None = None) -> dict:
     """SLURM resources for one job: runtime with 50% headroom plus start-up, memory by dataset."""
-    seconds = seconds_per_image(grid, cells, fused=True) * len(images)
+    seconds = seconds_per_image(grid, cells, True, tp) * len(images)
     return {"seconds": seconds, "runtime_min": int(math.ceil(1.5 * seconds / 60 + 5)),
             "mem_mb": DEFAULT_MEM_MB[grid.config["dataset"]["name"]]}
 
 
-def make_plan(grid: Grid) -> dict:
+def make_plan(grid: Grid, results="results", measured=None) -> dict:
     images = len(grid.images())
     shards = len(grid.shards())
+    tp = throughput(grid, results, measured)
     tables = {}
     for spec in grid.tables:
         cells = list(dict.fromkeys(c for row in spec.rows for c in row.cells))
-        tables[spec.id] = _summary(grid, cells, images, shards)
+        tables[spec.id] = _summary(grid, cells, images, shards, tp)
     return {"experiment": grid.experiment, "images": images, "shards": shards,
             "groups": len(grid.groups()), "tables": tables,
-            "total": _summary(grid, grid.cells, images, shards),
-            "throughput": throughput(grid)}
+            "total": _summary(grid, grid.cells, images, shards, tp), "throughput": tp}
 
 
-def _summary(grid, cells, images, shards) -> dict:
+def _summary(grid, cells, images, shards, tp) -> dict:
     fused, per_cell = forward_passes(cells, True), forward_passes(cells, False)
     return {
         "cells": len(cells),
@@ -99,9 +131,13 @@ def _summary(grid, cells, images, shards) -> dict:
         "jobs_per_cell": len(cells) * shards,
         "forward_passes_fused": {k: v * images for k, v in fused.items()},
         "forward_passes_per_cell": {k: v * images for k, v in per_cell.items()},
-        "gpu_hours_fused": seconds_per_image(grid, cells, True) * images / 3600,
-        "gpu_hours_per_cell": seconds_per_image(grid, cells, False) * images / 3600,
+        "gpu_hours_fused": seconds_per_image(grid, cells, True, tp) * images / 3600,
+        "gpu_hours_per_cell": seconds_per_image(grid, cells, False, tp) * images / 3600,
     }
+
+
+def _hours(h: float) -> str:
+    return f"{h:,.1f}" if h >= 1 else f"{h:.2g}"
 
 
 def print_plan(plan: dict) -> str:
@@ -111,12 +147,13 @@ def print_plan(plan: dict) -> str:
     for name, s in list(plan["tables"].items()) + [("TOTAL", plan["total"])]:
         rows.append([name, s["cells"], s["jobs_fused"], s["jobs_per_cell"],
                      f"{sum(s['forward_passes_fused'].values()):.3g}", f"{sum(s['forward_passes_per_cell'].values()):.3g}",
-                     f"{s['gpu_hours_fused']:.1f}", f"{s['gpu_hours_per_cell']:.1f}"])
+                     _hours(s["gpu_hours_fused"]), _hours(s["gpu_hours_per_cell"])])
     head = ["table", "cells", "jobs (fused)", "jobs (per cell)", "forwards (fused)", "forwards (per cell)",
             "GPU-h (fused)", "GPU-h (per cell)"]
-    tp = ", ".join([f"{k} {v:g} samples/s" for k, v in plan["throughput"].items() if k != "classifier_arch"]
-                   + [f"{k} {v:g} samples/s" for k, v in plan["throughput"].get("classifier_arch", {}).items()])
+    tp = plan["throughput"]
+    rates = [("purifier", tp["purifier"]), ("classifier", tp["classifier"]), *tp["classifier_arch"].items()]
+    lines = "\n".join(f"  {name}: {rate:,.1f} samples/s ({tp['sources'].get(name, '')})" for name, rate in rates)
     return (f"experiment {plan['experiment']}: {plan['images']} images in {plan['shards']} shards, "
-            f"{plan['groups']} sigma groups; throughput {tp}\n"
+            f"{plan['groups']} sigma groups\nthroughput (classifier: any architecture not listed below)\n{lines}\n"
             "(tables share cells, so their rows do not add up to the total)\n"
             + tabulate(rows, headers=head, tablefmt="simple", disable_numparse=True))

@@ -330,3 +330,24 @@ def _check_slurm_run_and_compare(source, slurm_dir, local_dir, local, tmp_path):
         f"{len(local_rules)} local), local run {dt_local:.1f}s (in parallel), "
         f"{len(local_tables)} tables identical"
     )
+
+
+def test_measure_throughput_runs_as_a_gpu_job(tmp_path, cluster_ready):
+    """`snakemake --profile slurm measure_throughput`: one SLURM job with a GPU, writing the record that
+    `diffsmooth plan` then reports as measured."""
+    workdir = tmp_path / "repo"
+    _prepare("repo", workdir)
+    rc, out, _ = _Snakemake(
+        workdir, ["--profile", "slurm", "measure_throughput", "--configfile", CONFIGFILE, "--retries", "0"],
+        tmp_path / "throughput.log",
+    ).wait()
+    assert rc == 0, f"SLURM run failed (rc={rc})\n{_tail(out)}\n{_slurm_logs(workdir)}"
+    run_name = re.search(r"SLURM run ID: (\S+)", out).group(1)
+    rows = _sacct(run_name)
+    assert len(rows) == 1 and rows[0]["state"] == "COMPLETED", rows
+    assert "gres/gpu=1" in rows[0]["tres"], f"measure_throughput got no GPU: {rows[0]}"
+    record = workdir / "results" / "digits-fast" / "throughput.json"
+    assert record.exists(), _tail(out)
+    plan = subprocess.run(["diffsmooth", "plan", "--configfile", CONFIGFILE], cwd=workdir, env=_env(),
+                          capture_output=True, text=True, timeout=120)
+    assert plan.returncode == 0 and "(measured on cpu" in plan.stdout, plan.stdout + plan.stderr

@@ -96,3 +96,19 @@ def certified_rows():
     if FUSED:
         return [group_summary(g) for g in GROUPS]
     return [f"{RESULTS}/{EXP}/cells/{cell_id(c)}/rows.tsv" for c in GRID.cells]
+
+
+rule measure_throughput:
+    """samples/s of the purifier and each classifier architecture on a GPU node (random weights, the config's
+    batch size and speed settings). Not part of all_tables: run it once per cluster/GPU type before planning;
+    `diffsmooth plan` and the certification jobs' runtimes then use it."""
+    output:
+        f"{RESULTS}/{EXP}/throughput.json",
+    threads: config["threads"]
+    resources:
+        gpu=1,
+        runtime=30,
+    log:
+        f"{RESULTS}/{EXP}/logs/measure_throughput.log",
+    shell:
+        "diffsmooth throughput --configfile {CONFIGFILE} --threads {threads} --out {output} 2> {log}"

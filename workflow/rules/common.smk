@@ -5,6 +5,7 @@ from pathlib import Path
 from snakemake.utils import validate
 
 from diffsmooth.grid import build_grid, cell_id, group_id, group_summary_path, validate_config
+from diffsmooth.plan import job_estimate, throughput
 
 if workflow.config_settings.config or len(workflow.overwrite_configfiles) > 1:
     raise ValueError(
@@ -62,9 +63,12 @@ def data_inputs():
     return []  # user-supplied datasets are checked by the CLI with a message naming the missing files
 
 
+# samples/s of the models: measured by `measure_throughput` (results/<exp>/throughput.json) when it has run
+# with the config's settings, otherwise the planner's defaults (diffsmooth/plan.py).
+THROUGHPUT = throughput(GRID, RESULTS)
+
+
 def certify_resources(cells, images):
     """SLURM runtime (minutes) and memory scale with the work: samples x (1 purifier + classifier passes)."""
-    from diffsmooth.plan import job_estimate
-
-    est = job_estimate(GRID, cells, images)
+    est = job_estimate(GRID, cells, images, THROUGHPUT)
     return {"runtime": est["runtime_min"], "mem_mb": est["mem_mb"]}
