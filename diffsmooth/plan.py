@@ -17,9 +17,10 @@ from .grid import Grid, cell_id, group_id
 
 # samples/s. CIFAR-10 and ImageNet from the paper (Sec. 5.3): 90 s of 240 s per image at N=100k, m=21
 # is diffusion (1.1k samples/s), the m-dependent rest 7.15 s per 100k classifier passes; ImageNet
-# 553 s per 10k diffusion samples, 10.6 s per 10k ResNet-50 passes. Digits: measured on this CPU.
+# 553 s per 10k diffusion samples, 10.6 s per 10k ResNet-50 passes. Digits: `diffsmooth throughput
+# --configfile config/config.yaml` on a 2-core CPU, 1 thread, batch 1100 (2026-11-25: 59.8k and 484k).
 DEFAULT_THROUGHPUT = {
-    "digits": {"purifier": 100_000, "classifier": 600_000},
+    "digits": {"purifier": 60_000, "classifier": 480_000},
     "cifar10": {"purifier": 1_111, "classifier": 14_000},
     "imagenet": {"purifier": 18.1, "classifier": 943},
 }
