@@ -149,3 +149,9 @@ def test_workflow_rule_measures_and_job_runtimes_follow_it(tmp_path):
     atomic_write_json(root / "results" / "digits-fast" / "throughput.json", slow)
     after = runtimes()
     assert before and after and min(after) > max(before)
+    # the record is up to date for this config; a new batch size makes Snakemake measure again
+    assert "Nothing to be done" in run(["snakemake", "-n", "measure_throughput"] + config, root).stdout
+    fast = root / "config" / "fast.yaml"
+    fast.write_text(re.sub(r"(\n  batch_size:) \d+", r"\1 500", fast.read_text(), count=1))
+    out = run(["snakemake", "-n", "measure_throughput"] + config, root).stdout
+    assert "rule measure_throughput:" in out and "Params have changed" in out

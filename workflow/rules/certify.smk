@@ -104,6 +104,9 @@ rule measure_throughput:
     `diffsmooth plan` and the certification jobs' runtimes then use it."""
     output:
         f"{RESULTS}/{EXP}/throughput.json",
+    params:
+        # a change of batch size, autocast, ... makes the record stale: Snakemake measures again
+        settings=throughput_settings(config),
     threads: config["threads"]
     resources:
         gpu=1,

@@ -6,6 +6,7 @@ from snakemake.utils import validate
 
 from diffsmooth.grid import build_grid, cell_id, group_id, group_summary_path, validate_config
 from diffsmooth.plan import job_estimate, throughput
+from diffsmooth.throughput import settings as throughput_settings
 
 if workflow.config_settings.config or len(workflow.overwrite_configfiles) > 1:
     raise ValueError(
