@@ -25,31 +25,26 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from diffsmooth.grid import build_grid, load_config  # noqa: E402
-from diffsmooth.models import DigitsEpsMLP, digits_mlp  # noqa: E402
-from diffsmooth.plan import forward_passes  # noqa: E402
-from diffsmooth.purifier import OneShotPurifier  # noqa: E402
-from diffsmooth.schedules import Schedule  # noqa: E402
+from diffsmooth.plan import forward_passes, group_budget  # noqa: E402
 from diffsmooth.smoothing import Certifier  # noqa: E402
+from diffsmooth.throughput import device_name, random_classifier, random_purifier  # noqa: E402
 
 SHAPE = (1, 8, 8)
 
 
-def _models(cells):
+def _models(config, cells):
+    """The config's models with random weights, one classifier per name as certification loads them."""
     torch.manual_seed(0)
-    clfs = {name: digits_mlp().eval() for name in {c.classifier for c in cells}}
-    purifier = OneShotPurifier(DigitsEpsMLP().eval(), Schedule("linear", 1000), cells[0].sigma)
-    return clfs, purifier
+    clfs = {name: random_classifier(config, config["classifiers"][name]["arch"],
+                                    config["classifiers"][name].get("normalization"), "cpu")
+            for name in sorted({c.classifier for c in cells})}
+    return clfs, random_purifier(config, torch.device("cpu"), cells[0].sigma)
 
 
 @torch.inference_mode()
 def bare_forward_seconds(cells, clfs, purifier, batch_size, images) -> float:
     """The unavoidable model forwards of these cells, on the same batch size, nothing else."""
-    heads = {}
-    for c in cells:
-        n0, n, m = heads.get(c.head, (0, 0, 0))
-        heads[c.head] = (max(n0, c.n0), max(n, c.N), max(m, c.m, 1))
-    diff = [c for c in cells if c.uses_diffusion]
-    n_purify = (max(c.n0 for c in diff) + max(c.N for c in diff)) if diff else 0
+    n_purify, heads = group_budget(cells)
     x = torch.rand(batch_size, *SHAPE)
     t0 = time.perf_counter()
     for _ in range(images):
@@ -76,37 +71,34 @@ def certify_seconds(cells, clfs, purifier, batch_size, images, per_cell=False) -
 
 
 def cifar_real_size(device: str, n: int, m: int, batch_size: int) -> list[str]:
-    """Real-size CIFAR-10 UNet (improved-diffusion flags) + ResNet-110, random weights: seconds per image
+    """Real-size CIFAR-10 UNet (config/cifar10.yaml flags) + ResNet-110, random weights: seconds per image
     of one DiffSmooth cell (sigma 0.25, sigma' 0.25) at N = n, fp32 and bf16 autocast + channels-last."""
-    import json
+    import copy
 
-    from diffsmooth.models import classifier, prepare_for_inference, unet_from_flags
-    from diffsmooth.schedules import schedule_from_flags
     from diffsmooth.smoothing import Cell
 
-    flags = json.loads((Path(__file__).resolve().parent.parent / "tests" / "data" / "models"
-                        / "improved_diffusion_cifar10_uncond_50M_500K.json").read_text())["flags"]
+    base = load_config(Path(__file__).resolve().parent.parent / "config" / "cifar10.yaml")
+    device = torch.device(device)
     out = []
-    for label, kw in (("fp32", {}), ("bf16 autocast + channels-last", {"autocast_dtype": torch.bfloat16,
-                                                                        "channels_last": True})):
+    for label, speed in (("fp32", {}), ("bf16 autocast + channels-last", {"autocast": "bf16", "channels_last": True})):
+        config = copy.deepcopy(base)
+        config["certify"].update(speed)
         torch.manual_seed(0)
-        unet = prepare_for_inference(unet_from_flags(flags), device, **kw)
-        clf = prepare_for_inference(classifier("cifar_resnet110", "cifar10"), device, **kw)
-        purifier = OneShotPurifier(unet, schedule_from_flags(flags), 0.25)
+        purifier = random_purifier(config, device, 0.25)
+        clf = random_classifier(config, "cifar_resnet110", None, device)
         cell = Cell(dataset="cifar10", method="diffsmooth", classifier="r110", sigma=0.25, sigma_local=0.25,
                     shift=0.03, m=m, N=n, n0=100)
         cert = Certifier([cell], {"r110": clf}, purifier, 10, (3, 32, 32), batch_size=batch_size, device=device)
         x = torch.rand(3, 32, 32)
         cert.certify(x, 0)  # warm-up (cudnn autotune, allocator)
-        if device.startswith("cuda"):
+        if device.type == "cuda":
             torch.cuda.synchronize()
         t0 = time.perf_counter()
         cert.certify(x, 1)
-        if device.startswith("cuda"):
+        if device.type == "cuda":
             torch.cuda.synchronize()
         seconds = time.perf_counter() - t0
-        name = torch.cuda.get_device_name() if device.startswith("cuda") else platform.processor() or "cpu"
-        out.append(f"| CIFAR-10 real size, {label}, N = {n:,}, m = {m}, batch {batch_size}, {name} | "
+        out.append(f"| CIFAR-10 real size, {label}, N = {n:,}, m = {m}, batch {batch_size}, {device_name(device)} | "
                    f"{seconds:.1f} s per image | paper: 240 s (RTX A6000, N = 100,000, m = 21) |")
     return out
 
@@ -137,7 +129,7 @@ def main():
     grid = build_grid(load_config(args.config))
     cells = next(cs for g, cs in grid.groups().items() if abs(cs[0].sigma - args.sigma) < 1e-9)
     bs = grid.config["certify"]["batch_size"]
-    clfs, purifier = _models(cells)
+    clfs, purifier = _models(grid.config, cells)
     single = next(c for c in cells if c.method == "diffsmooth" and c.m == grid.config["m"])
 
     certify_seconds(cells[:2], clfs, purifier, bs, 1)  # warm-up

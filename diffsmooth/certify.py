@@ -145,7 +145,7 @@ def load_models(config: dict, cells, device, dataset: str, digests: dict | None 
         _refuse_non_finite(model, path, f"classifier {name!r}", spec)
         if digests is not None:
             info["sha256"] = digests[("classifier", name)]
-        classifiers[name] = _speed_settings(model, device, config)
+        classifiers[name] = speed_settings(model, device, config)
         infos[name] = info
     purifier, dinfo = None, None
     if any(c.uses_diffusion for c in cells):
@@ -164,12 +164,12 @@ def load_models(config: dict, cells, device, dataset: str, digests: dict | None 
         if digests is not None:
             dinfo["sha256"] = digests[("diffusion", None)]
         schedule = schedule_from_flags(spec["flags"])
-        purifier = OneShotPurifier(_speed_settings(eps_model, device, config), schedule, cells[0].sigma)
+        purifier = OneShotPurifier(speed_settings(eps_model, device, config), schedule, cells[0].sigma)
         dinfo = {**dinfo, "t_star": purifier.t_star, "model_time": purifier.model_time}
     return classifiers, purifier, infos, dinfo
 
 
-def _speed_settings(model, device, config: dict):
+def speed_settings(model, device, config: dict):
     """Optional autocast (bf16/fp16) and channels-last from `certify:`; off by default (exact fp32)."""
     from .models import prepare_for_inference
 

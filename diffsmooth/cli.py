@@ -210,8 +210,6 @@ def _run(args) -> int:
 
 
 def _select(grid, cell, group):
-    from .grid import cell_id, group_id
-
     if cell:
         return [grid.cell_by_id(cell)], "per_cell"
     groups = grid.groups()

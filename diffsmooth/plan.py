@@ -13,7 +13,7 @@ import math
 import sys
 from pathlib import Path
 
-from .grid import Grid, cell_id, group_id
+from .grid import Grid, group_id
 
 # samples/s. CIFAR-10 and ImageNet from the paper (Sec. 5.3): 90 s of 240 s per image at N=100k, m=21
 # is diffusion (1.1k samples/s), the m-dependent rest 7.15 s per 100k classifier passes; ImageNet
@@ -43,15 +43,22 @@ def forward_passes(cells, fused: bool = True) -> dict:
     for c in cells:
         groups.setdefault(c.group, []).append(c)
     for gcells in groups.values():
-        diff = [c for c in gcells if c.uses_diffusion]
-        if diff:
-            purifier += max(c.n0 for c in diff) + max(c.N for c in diff)
-        heads: dict = {}
-        for c in gcells:
-            n0, n, m = heads.get(c.head, (0, 0, 0))
-            heads[c.head] = (max(n0, c.n0), max(n, c.N), max(m, c.m, 1))
+        n_purify, heads = group_budget(gcells)
+        purifier += n_purify
         classifier += sum(m * (n0 + n) for n0, n, m in heads.values())
     return {"purifier": purifier, "classifier": classifier}
+
+
+def group_budget(cells) -> tuple[int, dict]:
+    """What the cells of one sigma group need per image: purifier samples (n0 + N of its largest diffusion
+    cells) and, per head, the largest (n0, N, max(m, 1)); smaller m and N are read as prefixes of these."""
+    diff = [c for c in cells if c.uses_diffusion]
+    n_purify = (max(c.n0 for c in diff) + max(c.N for c in diff)) if diff else 0
+    heads: dict = {}
+    for c in cells:
+        n0, n, m = heads.get(c.head, (0, 0, 0))
+        heads[c.head] = (max(n0, c.n0), max(n, c.N), max(m, c.m, 1))
+    return n_purify, heads
 
 
 def throughput(grid: Grid, results="results", measured=None) -> dict:

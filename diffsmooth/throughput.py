@@ -49,17 +49,17 @@ def classifier_archs(config: dict, cells) -> dict:
 
 def random_purifier(config: dict, device, sigma: float):
     """The config's diffusion model with random weights, wrapped as the certifier uses it."""
-    from .certify import _speed_settings
+    from .certify import speed_settings
     from .data import dataset_info
     from .models import DigitsEpsMLP, unet_from_flags
     from .purifier import OneShotPurifier
     from .schedules import schedule_from_flags
+    from .training import digits_eps_kwargs
 
     spec = config["diffusion"]
     if spec.get("train"):  # trained by the pipeline: the digits eps-model
-        train = spec["train"]
-        eps_model = DigitsEpsMLP(width=train.get("width", 256), blocks=train.get("blocks", 2), emb_dim=128,
-                                 channels=dataset_info(config["dataset"]["name"])[0][0])
+        channels = dataset_info(config["dataset"]["name"])[0][0]
+        eps_model = DigitsEpsMLP(**digits_eps_kwargs(channels=channels, **spec["train"]))
     else:
         # Built on the meta device and filled on the target device: a random init of the 552M-parameter
         # ImageNet UNet on the host takes minutes. The UNet has no buffers to initialise.
@@ -69,14 +69,14 @@ def random_purifier(config: dict, device, sigma: float):
         with torch.no_grad():
             for p in eps_model.parameters():
                 p.normal_(0.0, 0.02)
-    return OneShotPurifier(_speed_settings(eps_model, device, config), schedule_from_flags(spec["flags"]), sigma)
+    return OneShotPurifier(speed_settings(eps_model, device, config), schedule_from_flags(spec["flags"]), sigma)
 
 
 def random_classifier(config: dict, arch: str, normalization, device):
-    from .certify import _speed_settings
+    from .certify import speed_settings
     from .models import classifier
 
-    return _speed_settings(classifier(arch, config["dataset"]["name"], normalization), device, config)
+    return speed_settings(classifier(arch, config["dataset"]["name"], normalization), device, config)
 
 
 def _sync(device: torch.device) -> None:

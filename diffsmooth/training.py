@@ -38,6 +38,11 @@ def _warmup_cosine(step: int, total: int, warmup: int) -> float:
     return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
 
 
+def digits_eps_kwargs(width: int = 256, blocks: int = 2, channels: int = 1, **_training) -> dict:
+    """DigitsEpsMLP arguments from the `diffusion: train:` settings (the other training keys are ignored)."""
+    return dict(width=width, blocks=blocks, emb_dim=128, channels=channels)
+
+
 def train_diffusion(data_dir, out_path, sigmas, iters: int = 4000, batch_size: int = 256, lr: float = 1e-3,
                     width: int = 256, blocks: int = 2, seed: int = 0, schedule: Schedule | None = None,
                     progress: bool = True) -> dict:
@@ -48,7 +53,7 @@ def train_diffusion(data_dir, out_path, sigmas, iters: int = 4000, batch_size: i
     x_train = 2 * x_train - 1  # the diffusion model works in [-1, 1]
     t_max = min(schedule.num_timesteps, math.ceil(1.25 * schedule.t_star(max(sigmas))) + 1)
     abar = torch.tensor(schedule.alphas_cumprod, dtype=torch.float32)
-    kwargs = dict(width=width, blocks=blocks, emb_dim=128, channels=x_train.shape[1])
+    kwargs = digits_eps_kwargs(width, blocks, channels=x_train.shape[1])
     model = DigitsEpsMLP(**kwargs)
     ema = copy.deepcopy(model).requires_grad_(False)
     opt = torch.optim.Adam(model.parameters(), lr=lr)

@@ -17,6 +17,24 @@ REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 
 
+def small_cifar10_config(experiment: str, stop: int, tables, **changes) -> dict:
+    """config/cifar10.yaml cut to sigma = 0.25 (sigma' 0.12 and 0.25), images 0, 20, ... < stop, these tables."""
+    import yaml
+
+    from diffsmooth.grid import validate_config
+
+    cfg = yaml.safe_load((REPO / "config" / "cifar10.yaml").read_text())
+    cfg["experiment"] = experiment
+    cfg["dataset"]["images"] = {"start": 0, "stop": stop, "skip": 20}
+    cfg["sigmas"] = [0.25]
+    for mod in cfg["models"]:
+        mod["grid"] = {"0.25": [0.12, 0.25]}
+    cfg["tables"] = {k: v for k, v in cfg["tables"].items() if k in tables}
+    cfg.update(changes)
+    validate_config(cfg)
+    return cfg
+
+
 @pytest.fixture(scope="session")
 def repo_root():
     return REPO

@@ -8,30 +8,19 @@ import csv
 import io
 
 import pytest
-import yaml
 
 from diffsmooth.compare import NOT_IN_PAPER, PAPER_CELL_NOTES, comparison_outputs, write_comparison
-from diffsmooth.grid import build_grid, cell_id, load_config, validate_config
+from diffsmooth.grid import build_grid, cell_id, load_config
 from diffsmooth.rows import HEADER, format_row
 from diffsmooth.tables import render_all
 
-from conftest import REPO
+from conftest import REPO, small_cifar10_config
 
 IMAGES = list(range(0, 400, 20))  # 20 images
 
 
 def tiny_cifar_config(**changes) -> dict:
-    cfg = yaml.safe_load((REPO / "config" / "cifar10.yaml").read_text())
-    cfg["experiment"] = "cifar10-tiny"
-    cfg["dataset"]["images"] = {"start": 0, "stop": 400, "skip": 20}
-    cfg["sigmas"] = [0.25]
-    for mod in cfg["models"]:
-        mod["grid"] = {"0.25": [0.12, 0.25]}
-    cfg["tables"] = {k: v for k, v in cfg["tables"].items() if k in ("table1", "table4", "table12")}
-    for key, value in changes.items():
-        cfg[key] = value
-    validate_config(cfg)
-    return cfg
+    return small_cifar10_config("cifar10-tiny", 400, ("table1", "table4", "table12"), **changes)
 
 
 def write_rows(results, exp, cell, outcomes) -> None:

@@ -1,5 +1,4 @@
 """Certified accuracy, ACR and radius grids on hand-made rows, including ties at thresholds."""
-import io
 
 import pandas as pd
 import pytest

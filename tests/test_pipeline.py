@@ -1,7 +1,6 @@
 """The fast experiment end to end (data -> training -> certification -> tables): sanity, not hoped-for outcomes."""
 import json
 import shutil
-from pathlib import Path
 
 import pandas as pd
 import pytest

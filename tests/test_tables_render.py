@@ -17,7 +17,7 @@ from diffsmooth.grid import build_grid, cell_id, validate_config
 from diffsmooth.rows import HEADER, format_row
 from diffsmooth.tables import RowCache, compute_table, to_html, to_latex, to_markdown
 
-from conftest import REPO, run
+from conftest import REPO, run, small_cifar10_config
 
 GOLDEN = REPO / "tests" / "data" / "golden"
 UPDATE = os.environ.get("UPDATE_GOLDEN") == "1"
@@ -36,15 +36,7 @@ def digits_config() -> dict:
 
 def cifar_config() -> dict:
     """The CIFAR-10 config cut to sigma = 0.25 and Table 1, whose reported rows come from data/paper/."""
-    cfg = yaml.safe_load((REPO / "config" / "cifar10.yaml").read_text())
-    cfg["experiment"] = "render-cifar"
-    cfg["dataset"]["images"] = {"start": 0, "stop": 200, "skip": 20}
-    cfg["sigmas"] = [0.25]
-    for mod in cfg["models"]:
-        mod["grid"] = {"0.25": [0.12, 0.25]}
-    cfg["tables"] = {"table1": cfg["tables"]["table1"]}
-    validate_config(cfg)
-    return cfg
+    return small_cifar10_config("render-cifar", 200, ("table1",))
 
 
 def synthetic_rows(results, grid) -> None:
