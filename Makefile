@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml Makefile | sha256su
 BIN := $(VENV)/bin
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: setup tables test bench clean-results
+.PHONY: setup tables test bench e2e-real-size clean-results
 
 $(STAMP):
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,10 +26,14 @@ tables: setup
 	@echo "Tables, figure and comparisons: results/tables/digits/"
 
 test: setup
-	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest -q -ra
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest -q -ra --durations=15
 
 bench: setup
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python bench/bench_certify.py
+
+# The stand-in end-to-end tests at the paper's model sizes (docs/standin.md)
+e2e-real-size: setup
+	PATH=$(CURDIR)/$(BIN):$$PATH DIFFSMOOTH_E2E_REAL_SIZE=1 $(BIN)/python -m pytest -q -s -m slow tests/test_standin_e2e.py
 
 clean-results:
 	rm -rf results/digits results/digits-fast results/tables .snakemake

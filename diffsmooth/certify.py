@@ -7,7 +7,6 @@ match, and the job refuses (naming the differences) when they do not.
 """
 from __future__ import annotations
 
-import json
 import os
 import platform
 import subprocess
@@ -20,26 +19,21 @@ import torch
 from tqdm import tqdm
 
 from . import __version__
-from .data import dataset_info, images_digest, load_dataset
+from .cell import CERTIFY_VERSION
+from .config import Settings
+from .data import PREPROCESSING, dataset_info, images_digest, load_dataset
 from .grid import REPO_ROOT, Grid, cell_id
 from .noise import BLOCK
+from .merge import cell_dir, shard_paths  # noqa: F401  (re-exported for the audit)
 from .purifier import OneShotPurifier
-from .rows import (DurableRowsWriter, atomic_write_json, format_row, parse_lines, read_rows)
+from .rows import (DurableRowsWriter, ShardLock, atomic_write_json, format_row, parse_lines, read_json_object,
+                   read_rows, read_text, sha256_file)
 from .schedules import schedule_from_flags
 from .smoothing import Cell, Certifier
 
 
 class CertificationError(RuntimeError):
     """Refused before or during work; the message names the problem and the fix."""
-
-
-def cell_dir(results: Path, experiment: str, cell: Cell) -> Path:
-    return Path(results) / experiment / "cells" / cell_id(cell)
-
-
-def shard_paths(results, experiment, cell: Cell, shard: int) -> tuple[Path, Path]:
-    base = cell_dir(results, experiment, cell) / "shards" / f"{shard:04d}"
-    return base.with_suffix(".tsv"), base.with_suffix(".json")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -71,25 +65,26 @@ def library_versions() -> dict:
             "numpy": np.__version__, "scipy": scipy.__version__}
 
 
-def _cell_identity(cell: Cell, images, digests: dict, config: dict) -> dict:
-    """Everything that must match for stored rows to be reused for this cell and these images."""
+def _cell_identity(cell: Cell, images, images_sha256: str, digests: dict, config: dict) -> dict:
+    """Everything that must match for stored rows to be reused for this cell and these images: the
+    parameters, which images and what they are (content digest after preprocessing), the checkpoints,
+    the speed settings and the certification code's version."""
     spec = config["classifiers"][cell.classifier]
     diffusion = config["diffusion"]
-    return {"cell": cell.to_dict(), "images": list(images), "noise_block": BLOCK,
+    settings = Settings.of(config)
+    return {"cell": cell.to_dict(), "images": list(images), "images_sha256": images_sha256,
+            "preprocessing": PREPROCESSING[cell.dataset], "certify_version": CERTIFY_VERSION, "noise_block": BLOCK,
             "classifier_sha256": digests[("classifier", cell.classifier)],
             "classifier_arch": spec["arch"], "normalization": spec.get("normalization"),
             "diffusion_sha256": digests[("diffusion", None)] if cell.uses_diffusion else None,
             "diffusion_flags": diffusion["flags"] if cell.uses_diffusion else None,
-            "autocast": config["certify"].get("autocast", "none"),
-            "channels_last": bool(config["certify"].get("channels_last", False))}
+            "precision": settings.precision, "compile": settings.compile, "channels_last": settings.channels_last}
 
 
 def checkpoint_digests(config: dict, cells) -> dict:
     """sha256 of every checkpoint the cells need, checked against `sha256:` in the config when given.
 
     Runs before any model is loaded, so a missing or changed file stops the job before it spends time."""
-    from .models import sha256_file
-
     wanted = {("classifier", c.classifier): config["classifiers"][c.classifier] for c in cells}
     if any(c.uses_diffusion for c in cells):
         wanted[("diffusion", None)] = config["diffusion"]
@@ -137,7 +132,8 @@ def load_models(config: dict, cells, device, dataset: str, digests: dict | None 
                                      + _checkpoint_hint(spec))
         try:
             model, info = load_classifier(path, dataset, arch=spec["arch"], normalization=spec.get("normalization"),
-                                          map_location=device, compute_sha256=digests is None)
+                                          map_location=device, compute_sha256=digests is None,
+                                          trust_pickle=spec["trust_pickle"])
         except CheckpointError as e:
             raise CertificationError(f"classifier {name!r} (config `classifiers: {name}:`): {e}\n"
                                      f"Fix: set `arch:`/`normalization:` of classifiers/{name} to how the checkpoint "
@@ -145,7 +141,7 @@ def load_models(config: dict, cells, device, dataset: str, digests: dict | None 
         _refuse_non_finite(model, path, f"classifier {name!r}", spec)
         if digests is not None:
             info["sha256"] = digests[("classifier", name)]
-        classifiers[name] = speed_settings(model, device, config)
+        classifiers[name] = speed_settings(model, device, **Settings.of(config).speed)
         infos[name] = info
     purifier, dinfo = None, None
     if any(c.uses_diffusion for c in cells):
@@ -155,7 +151,7 @@ def load_models(config: dict, cells, device, dataset: str, digests: dict | None 
             raise CertificationError(f"diffusion checkpoint {path} does not exist: " + _checkpoint_hint(spec))
         try:
             eps_model, dinfo = load_diffusion(path, flags=spec["flags"], map_location=device,
-                                              compute_sha256=digests is None)
+                                              compute_sha256=digests is None, trust_pickle=spec["trust_pickle"])
         except CheckpointError as e:
             raise CertificationError(f"diffusion model (config `diffusion:`): {e}\nFix: set `diffusion: flags:` to "
                                      f"the flags the model was trained with, or point `checkpoint:` at the right "
@@ -164,18 +160,24 @@ def load_models(config: dict, cells, device, dataset: str, digests: dict | None 
         if digests is not None:
             dinfo["sha256"] = digests[("diffusion", None)]
         schedule = schedule_from_flags(spec["flags"])
-        purifier = OneShotPurifier(speed_settings(eps_model, device, config), schedule, cells[0].sigma)
+        purifier = OneShotPurifier(speed_settings(eps_model, device, **Settings.of(config).speed), schedule,
+                                   cells[0].sigma)
         dinfo = {**dinfo, "t_star": purifier.t_star, "model_time": purifier.model_time}
     return classifiers, purifier, infos, dinfo
 
 
-def speed_settings(model, device, config: dict):
-    """Optional autocast (bf16/fp16) and channels-last from `certify:`; off by default (exact fp32)."""
+def speed_settings(model, device, precision: str = "fp32", compile: bool = False, channels_last: bool = False):
+    """`certify.precision` (fp32 strict, tf32, bf16 autocast), `certify.compile` and channels-last
+    (`Settings.speed` of the config gives all three).
+
+    fp32 without compile keeps the reference op order (rows byte-identical to the reference path on CPU);
+    any other setting also switches on SDPA attention and BatchNorm folding, which change float rounding
+    only (tests/test_fastpath.py measures the label agreement)."""
     from .models import prepare_for_inference
 
-    dtype = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[config["certify"].get("autocast", "none")]
-    return prepare_for_inference(model, device, channels_last=bool(config["certify"].get("channels_last", False)),
-                                 autocast_dtype=dtype)
+    fast = compile or precision != "fp32"
+    return prepare_for_inference(model, device, channels_last=channels_last, precision=precision, sdpa=fast,
+                                 compile=compile, fold_batchnorm=fast)
 
 
 def check_classifier_specs(config: dict, cells, dataset: str) -> None:
@@ -206,10 +208,7 @@ def _refuse_non_finite(model, path, what: str, spec: dict) -> None:
 
 
 def _read_json(path: Path, fix: str) -> dict:
-    try:
-        return json.loads(Path(path).read_text())
-    except ValueError as e:  # JSONDecodeError, UnicodeDecodeError
-        raise CertificationError(f"{path} is not valid JSON ({e}): the file is damaged; {fix}") from None
+    return read_json_object(path, fix, CertificationError)
 
 
 def _checkpoint_hint(spec: dict) -> str:
@@ -248,16 +247,21 @@ def _prepare_shard(config: dict, grid: Grid, cells: list, shard: int, results, d
                                  f"start={sel.get('start', 0)}, stop={sel['stop']}; set dataset.images.stop to at "
                                  f"most {len(dataset)} in the config")
     check_classifier_specs(config, cells, dataset_name)
-    resolve_device(config["device"])
+    resolve_device(Settings.of(config).device)
     if digests is None:
         digests = checkpoint_digests(config, cells)
+    images_sha256 = images_digest(dataset, images)
     todo = []
     for c in cells:
         rows_path, meta_path = shard_paths(results, grid.experiment, c, shard)
-        wanted = _cell_identity(c, images, digests, config)
+        wanted = _cell_identity(c, images, images_sha256, digests, config)
         if rows_path.exists():
-            stored = (_read_json(meta_path, f"delete it and {rows_path.name}, then re-run shard {shard}")
-                      .get("identity", {}) if meta_path.exists() else {})
+            if not meta_path.exists():
+                raise CertificationError(f"{rows_path} holds finished rows but their metadata {meta_path.name} is "
+                                         "missing (deleted?), so nobody can tell what they were computed with; "
+                                         f"delete {rows_path.name} to recompute shard {shard} of this cell")
+            stored = _read_json(meta_path, f"delete it and {rows_path.name}, then re-run shard {shard}"
+                                ).get("identity", {})
             diffs = _identity_diff(stored, wanted)
             if diffs:
                 raise CertificationError(f"{rows_path} already holds finished rows computed with other settings "
@@ -275,7 +279,7 @@ def _prepare_shard(config: dict, grid: Grid, cells: list, shard: int, results, d
                 raise CertificationError(f"{partial} holds partial rows of other settings "
                                          f"({'; '.join(diffs[:4])}); delete it to start this cell afresh")
         if partial.exists():  # what DurableRowsWriter will resume from (a torn last line is dropped there)
-            done = [r["idx"] for r in parse_lines(partial, partial.read_text(), allow_torn_tail=True)[0]]
+            done = [r["idx"] for r in parse_lines(partial, read_text(partial), allow_torn_tail=True)[0]]
             if done != images[:len(done)]:
                 raise CertificationError(f"{partial} holds images {done[:5]}... that are not a prefix of shard "
                                          f"{shard}'s images {images[:5]}...; delete it to restart the cell")
@@ -299,18 +303,39 @@ def certify_shard(config: dict, grid: Grid, cells: list, shard: int, results="re
 
     `dataset` and `digests` (from validate_shards) spare reloading the data and re-hashing checkpoints."""
     images, dataset, digests, todo = _prepare_shard(config, grid, cells, shard, results, dataset, digests)
-    dataset_name = config["dataset"]["name"]
-    shape, num_classes = dataset_info(dataset_name)
     if not todo:
         return {"skipped": len(cells), "certified": 0}
-
-    device = resolve_device(config["device"])
-    torch.set_num_threads(config["threads"])
+    dataset_name = config["dataset"]["name"]
+    shape, num_classes = dataset_info(dataset_name)
+    settings = Settings.of(config)
+    device = resolve_device(settings.device)
+    torch.set_num_threads(settings.threads)
     todo_cells = [t[0] for t in todo]
     classifiers, purifier, clf_infos, diff_info = load_models(config, todo_cells, device, dataset_name, digests)
     certifier = Certifier(todo_cells, classifiers, purifier, num_classes, shape,
-                          batch_size=config["certify"]["batch_size"], device=device)
+                          batch_size=settings.batch_size, device=device)
+    # One writer per shard: two writers appending to one .partial file would duplicate rows. Taken after every
+    # check and model load, so a refused job writes nothing, not even a lock file.
+    locks = [ShardLock(rows_path.with_suffix(".lock")) for _, rows_path, _, _ in todo]
+    try:
+        for lock in locks:
+            lock.acquire()
+        # checked again under the locks: a writer that held them may have finished some cells meanwhile (the
+        # certifier still evaluates them: a cell's rows do not depend on the other cells it is computed with)
+        images, dataset, digests, todo = _prepare_shard(config, grid, cells, shard, results, dataset, digests)
+        if not todo:
+            return {"skipped": len(cells), "certified": 0}
+        return _write_rows(grid, cells, shard, images, dataset, todo, certifier, device, config,
+                           clf_infos, diff_info, mode, progress, command)
+    finally:
+        for lock in locks:
+            lock.release()
 
+
+def _write_rows(grid, cells, shard, images, dataset, todo, certifier, device, config, clf_infos, diff_info, mode,
+                progress, command) -> dict:
+    """Certify the shard's images not written yet, append each image's rows durably, then finish the shards."""
+    todo_cells = [t[0] for t in todo]
     writers = {}
     for c, rows_path, _, wanted in todo:
         atomic_write_json(rows_path.with_suffix(".partial.json"), wanted)
@@ -319,9 +344,14 @@ def certify_shard(config: dict, grid: Grid, cells: list, shard: int, results="re
             raise CertificationError(f"{writers[c].path} holds images {writers[c].done[:5]}... that are not a prefix "
                                      "of this shard's images; delete it to restart the cell")
     start = min(len(w.done) for w in writers.values())
-    bar = tqdm(images[start:], desc=f"certify {cells[0].dataset} σ={cells[0].sigma:g} shard {shard} "
-               f"({len(todo)} cells)", disable=not progress, mininterval=1.0)
-    for pos, i in enumerate(bar, start=start):
+    # Progress per batch of noisy samples, with an ETA: at the paper's settings one image takes minutes. In a
+    # job log (not a terminal) a line every 30 s.
+    bar = tqdm(total=(len(images) - start) * certifier.samples_per_image, unit="sample", unit_scale=True,
+               desc=f"certify {cells[0].dataset} σ={cells[0].sigma:g} shard {shard} ({len(todo)} cells, "
+               f"{len(images) - start} images)", disable=not progress, file=sys.stderr,
+               mininterval=1.0 if sys.stderr.isatty() else 30.0, ascii=not sys.stderr.isatty())
+    certifier.on_batch = bar.update
+    for pos, i in enumerate(images[start:], start=start):
         x, label = dataset.get(i)
         t0 = time.perf_counter()
         results_i = certifier.certify(x, i)
@@ -333,6 +363,9 @@ def certify_shard(config: dict, grid: Grid, cells: list, shard: int, results="re
             writers[c].append(format_row(i, label, r.predict, r.radius, int(r.predict == label), elapsed,
                                          r.n_a, r.n, r.p_a_lower))
             writers[c].done.append(i)
+        bar.set_postfix_str(f"image {pos + 1}/{len(images)}", refresh=False)
+    bar.close()
+    certifier.on_batch = None
     for w in writers.values():
         w.close()
 
@@ -340,10 +373,11 @@ def certify_shard(config: dict, grid: Grid, cells: list, shard: int, results="re
     for c, rows_path, meta_path, wanted in todo:
         meta = {
             "identity": wanted, "cell_id": cell_id(c), "cell": c.to_dict(), "experiment": grid.experiment,
-            "shard": shard, "images": images, "images_sha256": images_digest(dataset, images),
+            "shard": shard, "images": images, "images_sha256": wanted["images_sha256"],
+            "settings": recorded_settings(config, wanted),
             "checkpoints": {"classifier": clf_infos[c.classifier],
                             **({"diffusion": diff_info} if c.uses_diffusion else {})},
-            "batch_size": config["certify"]["batch_size"], "device": str(device),
+            "batch_size": Settings.of(config).batch_size, "device": str(device),
             "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
             "threads": torch.get_num_threads(), "mode": mode, "cells_in_job": len(todo),
             "time_scope": "seconds per image for all cells of the job together" if len(todo) > 1 else "seconds per image",
@@ -359,66 +393,16 @@ def certify_shard(config: dict, grid: Grid, cells: list, shard: int, results="re
     return {"skipped": len(cells) - len(todo), "certified": len(todo), "images": len(images) - start}
 
 
+def recorded_settings(config: dict, identity: dict) -> dict:
+    """Every setting that can change a number, as the job used it (the audit shows these, not today's config)."""
+    keys = ("precision", "compile", "channels_last", "noise_block", "certify_version", "preprocessing")
+    s = Settings.of(config)
+    return {**{k: identity.get(k) for k in keys}, "batch_size": s.batch_size, "device": s.device,
+            "rounding": s.rounding, "local_noise": config["certify"]["local_noise"]}
+
+
 def _timing_summary(rows_path) -> dict:
-    rows, _ = parse_lines(rows_path, Path(rows_path).read_text())
+    rows, _ = parse_lines(rows_path, read_text(rows_path))
     t = np.array([r["time"] for r in rows]) if rows else np.zeros(1)
     return {"images": len(rows), "mean_s": float(t.mean()), "median_s": float(np.median(t)),
             "max_s": float(t.max()), "total_s": float(t.sum())}
-
-
-_MERGED_META_KEYS = ("cell_id", "cell", "experiment", "checkpoints", "batch_size", "device", "device_name", "threads",
-                     "mode", "time_scope", "seeds", "versions", "images", "images_sha256", "shard", "code", "command",
-                     "timing")
-
-
-def prepare_merge(results, grid: Grid, cell: Cell) -> tuple[Path, str, dict]:
-    """Read and validate a cell's shard rows and metadata; returns (cell dir, rows text, meta). Writes nothing."""
-    from .rows import HEADER
-
-    out_dir = cell_dir(results, grid.experiment, cell)
-    text, metas, images = HEADER, [], []
-    for k, expected in enumerate(grid.shards()):
-        rows_path, meta_path = shard_paths(results, grid.experiment, cell, k)
-        if not rows_path.exists():
-            raise CertificationError(f"rows file {rows_path} does not exist: certify shard {k} of {cell_id(cell)} "
-                                     f"first (`diffsmooth certify ... --shard {k}`, or let Snakemake run it)")
-        df = read_rows(rows_path)
-        if df["idx"].tolist() != expected:
-            raise CertificationError(f"{rows_path}: images {df['idx'].tolist()[:5]}... differ from shard {k}'s "
-                                     f"{expected[:5]}...; re-run that shard")
-        if not meta_path.exists():
-            raise CertificationError(f"{meta_path} missing: re-run shard {k} of {cell_id(cell)}")
-        meta_k = _read_json(meta_path, f"delete it and {rows_path.name}, then re-run shard {k} of {cell_id(cell)}")
-        missing = [key for key in _MERGED_META_KEYS if key not in meta_k]
-        if missing:
-            raise CertificationError(f"{meta_path} lacks {', '.join(missing)}: it was not written by a finished "
-                                     f"certification; delete it and {rows_path.name}, then re-run shard {k}")
-        metas.append(meta_k)
-        text += rows_path.read_text()[len(HEADER):]
-        images += expected
-    shas = {json.dumps({k: v.get("sha256") for k, v in m["checkpoints"].items()}, sort_keys=True) for m in metas}
-    if len(shas) != 1:
-        raise CertificationError(f"shards of {cell_id(cell)} used different checkpoint files {sorted(shas)}: "
-                                 "re-run the cell with one set of checkpoints")
-    first = metas[0]
-    meta = {**{k: first[k] for k in ("cell_id", "cell", "experiment", "checkpoints", "batch_size", "device",
-                                     "device_name", "threads", "mode", "time_scope", "seeds", "versions")},
-            "images": images, "images_sha256": [m["images_sha256"] for m in metas],
-            "shards": [{"shard": m["shard"], "images": len(m["images"]), "code": m["code"],
-                        "command": m["command"], "snakemake_rule": m.get("snakemake_rule"),
-                        "timing": m["timing"], "device": m["device"], "batch_size": m["batch_size"]} for m in metas],
-            "code": first["code"], "rounding_default": grid.config["certify"]["rounding"]}
-    return out_dir, text, meta
-
-
-def write_merge(out_dir: Path, text: str, meta: dict) -> Path:
-    from .rows import atomic_write_text
-
-    atomic_write_text(out_dir / "rows.tsv", text)
-    atomic_write_json(out_dir / "meta.json", meta)
-    return out_dir / "rows.tsv"
-
-
-def merge_cell(results, grid: Grid, cell: Cell) -> Path:
-    """Concatenate a cell's shard rows (validated) into rows.tsv and meta.json, atomically."""
-    return write_merge(*prepare_merge(results, grid, cell))

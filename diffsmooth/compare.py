@@ -1,15 +1,17 @@
 """Paper vs. reproduced: every rendered table of a CIFAR-10 / ImageNet experiment next to the paper's numbers.
 
-For each table whose `paper:` entry names one of the paper's accuracy tables (data/paper/), each of our rows
-is matched to the paper's row by keys (`TableRow.paper_key`: dataset, architecture, method, family,
+For each table whose `paper:` entry names one of the paper's accuracy tables (diffsmooth/paper_tables/), each
+of our rows is matched to the paper's row by keys (`TableRow.paper_key`: dataset, architecture, method, family,
 extra_data, sigma, sigma', N, m, from the config's `architecture`, `paper_family` and `extra_data`), and
 each (row, column) gets: the paper's value, ours, the difference, and our value's 95 % interval over the
 certified images -- Clopper-Pearson on k of n for certified accuracy (`metrics.clopper_pearson_interval`;
 for envelope rows, of the cell that won the column), a normal approximation of the mean for ACR. A cell is
-flagged when the paper's value lies outside that interval (widened by half the printed precision).
+flagged when the paper's value lies outside that interval (widened by half the printed precision). A cell
+whose reproduced side is "−" (a radius beyond what the cell's N can certify at its alpha, the usual case at
+small N) is "not comparable": it is counted apart from the cells inside or outside the interval.
 
 Outputs, next to the tables: `<table>.compare.csv` per compared table and `comparison.md` (+ `.html`), a
-one-screen summary that also lists the paper's own inconsistencies (data/paper/README.md). An experiment
+one-screen summary that also lists the paper's own inconsistencies (diffsmooth/paper_tables/README.md). An experiment
 on a dataset the paper does not use (digits) gets a one-sentence `comparison.md` and nothing else.
 """
 from __future__ import annotations
@@ -19,7 +21,7 @@ import io
 import math
 from pathlib import Path
 
-from . import metrics
+from . import document, metrics
 from .grid import PAPER_DATASET_NAMES, Grid, TableSpec
 from .rows import atomic_write_text
 
@@ -27,7 +29,7 @@ LEVEL = 0.95
 COLUMNS = ["table", "paper_table", "row", "row_label", "paper_row_id", "column", "paper", "ours", "diff",
            "k", "n", "ci_low", "ci_high", "interval", "inside", "status", "paper_note", "paper_row_note"]
 
-# Cells where the paper disagrees with itself or with its text (data/paper/README.md, "Cross-table
+# Cells where the paper disagrees with itself or with its text (diffsmooth/paper_tables/README.md, "Cross-table
 # inconsistencies" and "Other observations"; the same cells as tests/test_paper_tables.py's EXCEPTIONS,
 # TEXT_EXCEPTIONS and OFF_GRID). (paper table, row_id, column) -> note.
 _BEIT_NO_SIGMA1 = ("no row of the paper is its source: Table 11 has no BEiT σ=1.00 row, and the envelope of "
@@ -62,14 +64,18 @@ PAPER_TABLE_NOTES = {
         "Appendix B.1: the σ = 0.25 SmoothAdv model used with DiffSmooth was trained with ε = 64 instead of 512; "
         "Table 9 lists ε = 512 (DNN, 2 steps), and SmoothAdv released no ImageNet ε = 64 model (see config).",
         "Table 2 / Table 7 BEiT DDS(Standard) are the DDS paper's numbers (BEiT-L at 512x512), shown as reported.",
-        "Tables 5, 7 and 8 have rows the PDF text misaligned; data/paper/README.md gives every reading "
+        "Tables 5, 7 and 8 have rows the PDF text misaligned; diffsmooth/paper_tables/README.md gives every reading "
         "(column paper_row_note).",
     ],
     "CIFAR-10": [
-        "Table 4 rows 10-15 and 19-23 were misaligned in the PDF text; data/paper/README.md gives every reading "
-        "(column paper_row_note).",
+        "Table 4 rows 10-15 and 19-23 were misaligned in the PDF text; diffsmooth/paper_tables/README.md gives "
+        "every reading (column paper_row_note).",
     ],
 }
+
+
+NOT_COMPARABLE = "not comparable"  # ours is "−" (beyond what N certifies), the paper's is a number > 0
+BOTH_ZERO = "both 0 (beyond N's maximal radius)"  # ours is "−", the paper prints 0.0
 
 
 def in_paper(grid: Grid) -> bool:
@@ -185,12 +191,9 @@ def _fill(rec: dict, v, prow, pcol: str, cache, grid) -> None:
     if p is None:
         rec["status"] = "paper '-'"
         return
-    if v.number is None:  # no image can reach this radius with the cell's N: our accuracy is exactly 0
-        if p == 0.0:
-            rec["status"] = "both 0 (beyond N's maximal radius)"
-            return
-        rec.update(diff=f"{-p:+.1f}", ci_low="0.00", ci_high="0.00", interval="none: radius beyond N's maximum",
-                   inside="NO", status="compared")
+    if v.number is None:  # no image can reach this radius with the cell's N: nothing to test the paper against
+        rec["interval"] = "none: radius beyond N's maximum"
+        rec["status"] = BOTH_ZERO if p == 0.0 else NOT_COMPARABLE
         return
     rec["diff"] = f"{v.number - p:+.3f}" if acr else f"{v.number - p:+.1f}"
     if acr:
@@ -216,86 +219,95 @@ def to_csv(records: list) -> str:
     return buf.getvalue()
 
 
-def summary_markdown(grid: Grid, per_table: dict) -> str:
+def summary_document(grid: Grid, per_table: dict) -> document.Document:
     """One screen: counts per table, the largest deviations, and the paper's own inconsistencies."""
-    from tabulate import tabulate
-
     dataset = PAPER_DATASET_NAMES[grid.config["dataset"]["name"]]
     allrec = [r for recs in per_table.values() for r in recs]
     comp = [r for r in allrec if r["status"] == "compared"]
     inside = sum(r["inside"] == "yes" for r in comp)
-    lines = [f"# Paper vs. reproduced: {grid.experiment} ({dataset})", ""]
-    lines.append(f"**{inside} of {len(comp)} compared cells** lie inside our 95 % interval, "
-                 f"{len(comp) - inside} outside (Clopper-Pearson on k of n certified images for accuracies, "
-                 "normal approximation for ACR; per cell in `<table>.compare.csv`).")
-    lines.append("")
+    beyond = [r for r in allrec if r["status"] in (NOT_COMPARABLE, BOTH_ZERO)]
+    doc = document.Document("comparison")
+    doc.heading(1, f"Paper vs. reproduced: {grid.experiment} ({dataset})")
+    doc.paragraph(("b", f"{inside} of {len(comp)} compared cells"),
+                  f" lie inside our 95 % interval, {len(comp) - inside} outside (Clopper-Pearson on k of n "
+                  "certified images for accuracies, normal approximation for ACR; per cell in ",
+                  ("code", "<table>.compare.csv"), "). "
+                  f"{sum(r['status'] == NOT_COMPARABLE for r in allrec)} cells are not comparable: our side is "
+                  "\"−\", a radius beyond what the cell's N can certify, where the paper prints a number "
+                  f"(another {sum(r['status'] == BOTH_ZERO for r in allrec)} are \"−\" here and 0.0 there).")
     rows = []
     for tid, recs in per_table.items():
         c = [r for r in recs if r["status"] == "compared"]
         rows.append([tid, f"Table {recs[0]['paper_table']}" if recs else "",
-                     len({r['row'] for r in recs if r['paper_row_id'] and r['row'] != ''}),
-                     len(c), sum(r["inside"] == "yes" for r in c), sum(r["inside"] == "NO" for r in c),
-                     sum(r["status"] == "reported" for r in recs),
-                     sum(r["status"] not in ("compared", "reported") for r in recs)])
-    lines.append(tabulate(rows, headers=["table", "paper", "rows matched", "compared", "inside", "outside",
-                                         "reported", "not compared"], tablefmt="pipe", disable_numparse=True))
-    lines.append("")
+                     str(len({r['row'] for r in recs if r['paper_row_id'] and r['row'] != ''})),
+                     str(len(c)), str(sum(r["inside"] == "yes" for r in c)), str(sum(r["inside"] == "NO" for r in c)),
+                     str(sum(r["status"] in (NOT_COMPARABLE, BOTH_ZERO) for r in recs)),
+                     str(sum(r["status"] == "reported" for r in recs)),
+                     str(sum(r["status"] not in ("compared", "reported", NOT_COMPARABLE, BOTH_ZERO) for r in recs))])
+    doc.table(["table", "paper", "rows matched", "compared", "inside", "outside", "not comparable (ours −)",
+               "reported", "not compared"], rows)
     figs = [s.id for s in grid.tables if s.id not in per_table]
     if figs:
-        lines.append(f"Not compared (no transcribed numbers in the paper): {', '.join(figs)}.")
-        lines.append("")
+        doc.paragraph(f"Not compared (no transcribed numbers in the paper): {', '.join(figs)}.")
+
     def distance(r) -> float:  # how far outside, in interval widths (so ACR and accuracy rank together)
         lo, hi, p = float(r["ci_low"]), float(r["ci_high"]), float(r["paper"])
         return max(lo - p, p - hi) / max(hi - lo, 1e-3)
 
     outside = sorted((r for r in comp if r["inside"] == "NO"), key=lambda r: -distance(r))
     if outside:
-        lines.append("Largest deviations outside the interval:")
-        lines.append("")
-        lines.append(tabulate([[r["table"], r["row_label"].replace(" | ", ", "), r["column"], r["paper"], r["ours"],
-                                f"[{r['ci_low']}, {r['ci_high']}]"] for r in outside[:8]],
-                              headers=["table", "row", "column", "paper", "ours", "95 % interval"],
-                              tablefmt="pipe", disable_numparse=True))
-        lines.append("")
-    lines.append("## The paper's own inconsistencies (data/paper/README.md)")
-    lines.append("")
+        doc.paragraph("Largest deviations outside the interval:")
+        doc.table(["table", "row", "column", "paper", "ours", "95 % interval"],
+                  [[r["table"], r["row_label"].replace(" | ", ", "), r["column"], r["paper"], r["ours"],
+                    f"[{r['ci_low']}, {r['ci_high']}]"] for r in outside[:8]])
+    if beyond and not comp:
+        doc.paragraph(f"Every cell with a number on both sides is beyond what N = "
+                      f"{', '.join(sorted({f'{c.N:,}' for c in grid.cells}))} can certify: raise `certify.N` "
+                      "to compare.")
+    doc.heading(2, "The paper's own inconsistencies (diffsmooth/paper_tables/README.md)")
     present = {(r["paper_table"], r["paper_row_id"]) for recs in per_table.values() for r in recs}
     grouped: dict = {}  # (table, note) -> {row_id: [columns]}
     for (t, rid, col), note in PAPER_CELL_NOTES.items():
         if (t, rid) in present:
             grouped.setdefault((t, note), {}).setdefault(rid, []).append(col)
+    items = []
     for (t, note), by_row in grouped.items():
-        where = "; ".join(f"`{rid}` {', '.join(cols)}" for rid, cols in by_row.items())
-        lines.append(f"- Table {t} {where}: {note}")
-    for note in PAPER_TABLE_NOTES.get(dataset, []):
-        lines.append(f"- {note}")
-    return "\n".join(lines) + "\n"
+        spans = [f"Table {t} "]
+        for k, (rid, cols) in enumerate(by_row.items()):
+            spans += (["; "] if k else []) + [("code", rid), f" {', '.join(cols)}"]
+        items.append(spans + [f": {note}"])
+    items += [[note] for note in PAPER_TABLE_NOTES.get(dataset, [])]
+    if items:
+        doc.bullets(items)
+    return doc
 
 
 NOT_IN_PAPER = ("The {exp} experiment certifies {dataset}, a dataset the paper does not evaluate (it reports "
-                "CIFAR-10 and ImageNet only), so there are no paper numbers to compare with.\n")
+                "CIFAR-10 and ImageNet only), so there are no paper numbers to compare with.")
 
 
-def write_comparison(grid: Grid, rendered: dict, cache, out_dir) -> list:
+def compare_all(grid: Grid, rendered: dict, cache) -> dict:
+    """table id -> its comparison records (compare_table), for every compared table ({} off the paper)."""
+    if not in_paper(grid):
+        return {}
+    return {spec.id: compare_table(grid, spec, rendered[spec.id], cache)
+            for spec in grid.tables if spec.id in compared_tables(grid)}
+
+
+def write_comparison(grid: Grid, per_table: dict, out_dir) -> list:
     """Write `<table>.compare.csv` per compared table and `comparison.md`/`.html`; returns the paths."""
-    from .tables import markdown_to_html
-
     out_dir = Path(out_dir)
     written = []
-    if not in_paper(grid):
-        md = NOT_IN_PAPER.format(exp=grid.experiment, dataset=grid.config["dataset"]["name"])
+    for tid, recs in per_table.items():
+        path = out_dir / f"{tid}.compare.csv"
+        atomic_write_text(path, to_csv(recs))
+        written.append(path)
+    if in_paper(grid):
+        doc = summary_document(grid, per_table)
     else:
-        per_table = {}
-        for spec in grid.tables:
-            if spec.id not in compared_tables(grid):
-                continue
-            recs = compare_table(grid, spec, rendered[spec.id], cache)
-            per_table[spec.id] = recs
-            path = out_dir / f"{spec.id}.compare.csv"
-            atomic_write_text(path, to_csv(recs))
-            written.append(path)
-        md = summary_markdown(grid, per_table)
-    for name, text in (("comparison.md", md), ("comparison.html", markdown_to_html(md, "comparison"))):
+        doc = document.Document("comparison").paragraph(
+            NOT_IN_PAPER.format(exp=grid.experiment, dataset=grid.config["dataset"]["name"]))
+    for name, text in (("comparison.md", document.to_markdown(doc)), ("comparison.html", document.to_html(doc))):
         atomic_write_text(out_dir / name, text)
         written.append(out_dir / name)
     return written

@@ -21,6 +21,14 @@ DATASETS = {
 }
 
 
+# What each dataset's images go through before certification; part of a cell's stored identity.
+PREPROCESSING = {
+    "digits": "sklearn load_digits pixels / 16, float32",
+    "cifar10": "ToTensor (uint8 / 255)",
+    "imagenet": "RGB, Resize(256), CenterCrop(224), ToTensor",
+}
+
+
 def dataset_info(name: str) -> tuple[tuple[int, ...], int]:
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}: use one of {', '.join(DATASETS)}")
@@ -30,7 +38,7 @@ def dataset_info(name: str) -> tuple[tuple[int, ...], int]:
 @dataclass
 class Dataset:
     name: str
-    images: object  # tensor [N, C, H, W] or a list of file paths (ImageNet)
+    images: object  # tensor [N, C, H, W], or a torchvision ImageFolder (ImageNet)
     labels: np.ndarray
 
     def __len__(self) -> int:
@@ -42,7 +50,13 @@ class Dataset:
                              "check the `images` selection in the config")
         if isinstance(self.images, torch.Tensor):
             return self.images[i], int(self.labels[i])
-        return _imagenet_transform(self.images[i]), int(self.labels[i])
+        path = self.images.samples[i][0]  # a torchvision ImageFolder (ImageNet)
+        try:
+            x, _ = self.images[i]
+        except (OSError, ValueError) as e:  # PIL: truncated or not an image at all
+            raise ValueError(f"{path} (image {i}) is not a readable image ({type(e).__name__}: {e}): replace it "
+                             "with the original file of the ImageNet validation set") from None
+        return x, int(self.labels[i])
 
 
 def prepare_digits(out_dir, test_size: int = 300, seed: int = 0) -> dict:
@@ -99,6 +113,8 @@ _HOW_TO_GET = {
 
 
 def _load_cifar10(root: Path, split: str) -> Dataset:
+    # Read by hand: torchvision.datasets.CIFAR10 refuses a folder that lacks any of the five train batches,
+    # test_batch or batches.meta at their md5s (check_integrity), while the paper configs need test_batch only.
     base = root / "cifar-10-batches-py" if (root / "cifar-10-batches-py").exists() else root
     files = ["test_batch"] if split == "test" else [f"data_batch_{i}" for i in range(1, 6)]
     xs, ys = [], []
@@ -106,45 +122,54 @@ def _load_cifar10(root: Path, split: str) -> Dataset:
         path = base / f
         if not path.exists():
             raise FileNotFoundError(f"{path} missing: {_HOW_TO_GET['cifar10']}")
-        with open(path, "rb") as fh:
-            batch = pickle.load(fh, encoding="latin1")
-        xs.append(np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
-        ys.append(np.asarray(batch["labels"], dtype=np.int64))
+        xs_f, ys_f = _read_cifar10_batch(path)
+        xs.append(xs_f)
+        ys.append(ys_f)
     x = torch.from_numpy(np.concatenate(xs)).float() / 255.0  # ToTensor(): uint8 / 255
     return Dataset("cifar10", x, np.concatenate(ys))
 
 
+def _read_cifar10_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(uint8 [n, 3, 32, 32], int64 [n]) of a python-version batch (Python 2 pickle, read as torchvision does)."""
+    fix = ("the file is damaged or not a CIFAR-10 python batch: fetch cifar-10-python.tar.gz again "
+           f"({_HOW_TO_GET['cifar10']})")
+    try:
+        with open(path, "rb") as fh:
+            batch = pickle.load(fh, encoding="latin1")
+        data = np.asarray(batch["data"], dtype=np.uint8)
+        labels = np.asarray(batch["labels"], dtype=np.int64)
+    except (pickle.UnpicklingError, EOFError, KeyError, TypeError, ValueError, AttributeError, ImportError) as e:
+        raise ValueError(f"{path}: cannot read it as a CIFAR-10 batch ({type(e).__name__}: {e}); {fix}") from None
+    if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or len(labels) != len(data):
+        raise ValueError(f"{path}: data has shape {list(data.shape)} and {len(labels)} labels, expected "
+                         f"[n, 3072] and n labels; {fix}")
+    if labels.size and not (0 <= labels.min() and labels.max() < 10):
+        raise ValueError(f"{path}: labels outside 0..9; {fix}")
+    return data.reshape(-1, 3, 32, 32), labels
+
+
 def _load_imagenet(root: Path, split: str) -> Dataset:
+    from torchvision import datasets
+
     base = root / "val" if split == "test" and (root / "val").exists() else root
-    classes = sorted(d.name for d in base.iterdir() if d.is_dir())  # ImageFolder order
-    if not classes:
-        raise FileNotFoundError(f"no class folders in {base}: {_HOW_TO_GET['imagenet']}")
-    exts = {".jpeg", ".jpg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp"}
-    paths, labels = [], []
-    for k, cls in enumerate(classes):
-        for p in sorted((base / cls).iterdir()):
-            if p.suffix.lower() in exts:
-                paths.append(p)
-                labels.append(k)
-    return Dataset("imagenet", paths, np.array(labels, dtype=np.int64))
+    try:  # sorted class folders, sorted files: the index order of the reference code's ImageFolder
+        folder = datasets.ImageFolder(str(base), transform=_imagenet_transform())
+    except FileNotFoundError as e:  # no class folder, or a class folder without images
+        raise FileNotFoundError(f"{base}: {e} {_HOW_TO_GET['imagenet']}") from None
+    expected = DATASETS["imagenet"][1]
+    if len(folder.classes) != expected:  # a subset shifts every label: refuse rather than mislabel
+        raise FileNotFoundError(f"{base} holds {len(folder.classes)} class folders, expected the {expected} "
+                                f"ILSVRC2012 wnids (labels are their sorted positions): "
+                                f"{_HOW_TO_GET['imagenet']}")
+    return Dataset("imagenet", folder, np.asarray(folder.targets, dtype=np.int64))
 
 
-def _imagenet_transform(path) -> torch.Tensor:
-    """Resize(256) -> CenterCrop(224) -> ToTensor(): the 224 crop fed unresized to the 256 UNet."""
-    from PIL import Image
+def _imagenet_transform():
+    """Resize(256) -> CenterCrop(224) -> ToTensor() after ImageFolder's RGB conversion (grayscale and CMYK
+    JPEGs exist in the set): the 224 crop fed unresized to the 256 UNet."""
     from torchvision import transforms
 
-    tf = transforms.Compose([transforms.Resize(256), transforms.CenterCrop(224), transforms.ToTensor()])
-    with Image.open(path) as img:
-        return tf(img.convert("RGB"))
-
-
-def select_indices(length: int, skip: int = 1, start: int = 0, count: int | None = None) -> list[int]:
-    """Reference-style subset: indices start, start+skip, ... (at most `count` of them)."""
-    if skip < 1 or start < 0:
-        raise ValueError(f"image selection needs skip >= 1 and start >= 0, got skip={skip}, start={start}")
-    idx = list(range(start, length, skip))
-    return idx[:count] if count is not None else idx
+    return transforms.Compose([transforms.Resize(256), transforms.CenterCrop(224), transforms.ToTensor()])
 
 
 def images_digest(dataset: Dataset, indices) -> str:

@@ -38,6 +38,15 @@ def certified_accuracy(rows, r: float, rounding: str = "reference") -> float:
     return certified_count(rows, r, rounding) / len(rows)
 
 
+def certified_accuracy_curve(rows, radii: Sequence[float], rounding: str = "reference") -> list[float]:
+    """Certified accuracy at each radius (one rounding pass for the whole curve, for plots)."""
+    if len(rows) == 0:
+        raise ValueError("no rows: certified accuracy of an empty cell is undefined")
+    correct = rows["correct"].to_numpy(dtype=int) == 1
+    got = _radii(rows, rounding)[correct]
+    return [float(np.sum(got >= r)) / len(rows) for r in radii]
+
+
 def acr(rows, rounding: str = "exact") -> float:
     """MACER's average certified radius: sum of radii of correct rows / number of rows."""
     if len(rows) == 0:
@@ -56,15 +65,29 @@ def radius_grid(start: float, stop: float, step: float) -> list[float]:
     return [round(start + k * step, 10) for k in range(count)]
 
 
-def envelope(curves: Iterable[Sequence[float]]) -> list[float]:
-    """Per-radius maximum over several certified-accuracy curves (the paper's Tables 1 and 2)."""
+def envelope_winners(curves: Iterable[Sequence[float | None]]) -> list[int | None]:
+    """Per radius, the index of the curve with the largest value: the first one on ties (so the choice is
+    deterministic, in the order given), None where no curve has a value (None = radius not certifiable)."""
     curves = [list(c) for c in curves]
     if not curves:
         raise ValueError("envelope of no curves")
     width = {len(c) for c in curves}
     if len(width) != 1:
         raise ValueError(f"curves of different lengths {sorted(width)}")
-    return [max(col) for col in zip(*curves)]
+    winners = []
+    for col in zip(*curves):
+        best = None
+        for i, x in enumerate(col):
+            if x is not None and (best is None or x > col[best]):
+                best = i
+        winners.append(best)
+    return winners
+
+
+def envelope(curves: Iterable[Sequence[float | None]]) -> list[float | None]:
+    """Per-radius maximum over several certified-accuracy curves (the paper's Tables 1 and 2)."""
+    curves = [list(c) for c in curves]
+    return [None if w is None else curves[w][j] for j, w in enumerate(envelope_winners(curves))]
 
 
 def clopper_pearson_interval(k: int, n: int, level: float = 0.95) -> tuple[float, float]:

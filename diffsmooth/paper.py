@@ -1,7 +1,8 @@
 """The DiffSmooth paper's reported numbers (Tables 1-12) as data.
 
-The transcriptions live in ``<repo>/data/paper/tableNN.csv`` (see ``data/paper/README.md`` for the
-columns and every fix made to rows that the PDF text had misaligned). This module only loads them:
+The transcriptions ship as package data, ``diffsmooth/paper_tables/tableNN.csv`` (see the README.md
+there for the columns and every fix made to rows that the PDF text had misaligned), read through
+``importlib.resources`` so an installed wheel finds them. This module only loads them:
 
     >>> df = load_paper_table(4)                     # DiffSmooth on CIFAR-10, the sigma/sigma' grid
     >>> radius_columns(df)                            # [0.0, 0.25, ..., 2.25]
@@ -12,11 +13,12 @@ Certified accuracies are in percent, exactly as printed. Cells printed as "-" ar
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pandas as pd
 
-PAPER_DIR = Path(__file__).resolve().parent.parent / "data" / "paper"
+from .resources import resource, resource_names
+
+PAPER_TABLES = "paper_tables"  # package folder of the transcriptions
 
 # Tables with certified-accuracy curves, and the hyper-parameter tables of Appendix B.1.
 ACCURACY_TABLES = (1, 2, 3, 4, 5, 6, 7, 8, 11, 12)
@@ -30,16 +32,6 @@ TEXT_COLUMNS = ("row_id", "dataset", "architecture", "label", "method", "family"
 
 _RADIUS = re.compile(r"^r(\d+\.\d+)$")
 _TABLE_ID = re.compile(r"^(?:table)?\s*0*(\d+)(?:\.csv)?$", re.IGNORECASE)
-
-
-def paper_dir() -> Path:
-    """The folder holding the transcribed tables; FileNotFoundError if the checkout lacks it."""
-    if not PAPER_DIR.is_dir():
-        raise FileNotFoundError(
-            f"paper tables not found: expected the folder {PAPER_DIR} (data/paper/ next to the diffsmooth package); "
-            "load_paper_table only works from a repository checkout, not from an installed wheel"
-        )
-    return PAPER_DIR
 
 
 def table_number(table_id: int | str) -> int:
@@ -58,11 +50,14 @@ def table_number(table_id: int | str) -> int:
     return number
 
 
-def table_path(table_id: int | str) -> Path:
-    path = paper_dir() / f"table{table_number(table_id):02d}.csv"
-    if not path.is_file():
-        raise FileNotFoundError(f"paper table file missing: {path}")
-    return path
+def table_resource(table_id: int | str) -> str:
+    """The package path of a table's CSV, e.g. "paper_tables/table04.csv"."""
+    return f"{PAPER_TABLES}/table{table_number(table_id):02d}.csv"
+
+
+def table_files() -> list[str]:
+    """The transcribed tables' file names that this installation ships."""
+    return [n for n in resource_names(PAPER_TABLES) if n.endswith(".csv")]
 
 
 def load_paper_table(table_id: int | str) -> pd.DataFrame:
@@ -71,11 +66,12 @@ def load_paper_table(table_id: int | str) -> pd.DataFrame:
     Key columns are typed (booleans, nullable integers for N and m, floats for sigma/sigma_local/acr);
     radius columns ``r0.00, r0.25, ...`` are floats in percent with NaN for the paper's "-" cells.
     """
-    path = table_path(table_id)
-    df = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
+    name = table_resource(table_id)
+    with resource(name).open("r", encoding="utf-8") as f:
+        df = pd.read_csv(f, dtype=str, keep_default_na=False, na_values=[""])
     for col in df.columns:
         if col in BOOL_COLUMNS:
-            df[col] = _to_bool(df[col], col, path)
+            df[col] = _to_bool(df[col], col, name)
         elif col in INT_COLUMNS:
             df[col] = pd.to_numeric(df[col]).astype("Int64")
         elif col in FLOAT_COLUMNS or _RADIUS.match(col):
@@ -89,11 +85,11 @@ def load_paper_table(table_id: int | str) -> pd.DataFrame:
     return df.sort_values("row_order", kind="stable").reset_index(drop=True)
 
 
-def _to_bool(series: pd.Series, col: str, path: Path) -> pd.Series:
+def _to_bool(series: pd.Series, col: str, name: str) -> pd.Series:
     mapping = {"true": True, "false": False}
     bad = sorted(set(series.dropna().str.lower()) - set(mapping))
     if bad or series.isna().any():
-        raise ValueError(f"{path.name}: column {col} must be true/false everywhere, found {bad or 'empty cells'}")
+        raise ValueError(f"{name}: column {col} must be true/false everywhere, found {bad or 'empty cells'}")
     return series.str.lower().map(mapping).astype(bool)
 
 
@@ -154,8 +150,3 @@ def bold_radii(row: pd.Series) -> list[float]:
     """Radii whose value the paper printed in bold for this row."""
     text = row.get("bold", "") or ""
     return [float(_RADIUS.match(c).group(1)) for c in text.split(";") if c]
-
-
-def load_all() -> dict[int, pd.DataFrame]:
-    """Every transcribed table, keyed by table number."""
-    return {t: load_paper_table(t) for t in TABLES}

@@ -13,7 +13,7 @@ import math
 import sys
 from pathlib import Path
 
-from .grid import Grid, group_id
+from .grid import Grid, cell_id, group_id
 
 # samples/s. CIFAR-10 and ImageNet from the paper (Sec. 5.3): 90 s of 240 s per image at N=100k, m=21
 # is diffusion (1.1k samples/s), the m-dependent rest 7.15 s per 100k classifier passes; ImageNet
@@ -25,10 +25,28 @@ DEFAULT_THROUGHPUT = {
     "imagenet": {"purifier": 18.1, "classifier": 943},
 }
 DEFAULT_MEM_MB = {"digits": 3000, "cifar10": 16000, "imagenet": 48000}
+# FLOPs of one forward of one sample (multiply-add = 2 FLOPs), measured with
+# torch.utils.flop_counter.FlopCounterMode on the project's builders on the meta device (torch 2.14.1;
+# throughput.flops_per_forward, re-measured in tests/test_throughput.py): the BEiT default below and
+# the benchmark's compute bounds. Plain numbers, so the workflow imports the planner without torch.
+FLOPS_PER_FORWARD = {
+    "cifar10_unet": 16.773e9,            # improved-diffusion cifar10_uncond_50M_500K flags, 32x32
+    "imagenet_unet": 1712.584e9,         # guided-diffusion 256x256_diffusion_uncond flags, at 224x224
+    "cifar_resnet110": 0.5063e9,
+    "resnet50": 8.1784e9,
+    "beit_large_patch16_224": 123.109e9,
+}
 # Classifier architectures much slower than the dataset's default (samples/s), overridable with
-# `certify.throughput.classifier_arch`. BEiT-L/16-224 is not timed in the paper: ~61.6 GMACs vs. ResNet-50's
-# 4.1 (~15x) on the paper's ResNet-50 rate gives ~63 samples/s (an estimate; measure with bench/).
-DEFAULT_ARCH_THROUGHPUT = {"imagenet": {"beit_large_patch16_224": 63}}
+# `certify.throughput.classifier_arch`. BEiT-L/16-224 is not timed in the paper, so its rate comes from
+# FLOPs (FLOPS_PER_FORWARD above, torch's FlopCounterMode on the models built on the meta device):
+# BEiT is large dense matmuls, compute-bound like the ImageNet UNet, so it is given the UNet's achieved
+# rate on the paper's GPU: 18.08 samples/s x 1,712.6 GFLOP = 31.0 TFLOP/s, / 123.1 GFLOP per BEiT
+# forward = 252 samples/s. (Scaling ResNet-50's rate by FLOPs instead, 943 x 8.18 / 123.1 = 63 samples/s,
+# transfers a memory-bound model's low utilisation and overstates BEiT's GPU-hours ~4x.) An estimate:
+# `diffsmooth throughput` or bench/bench_certify.py --gpu-imagenet measure it.
+DEFAULT_ARCH_THROUGHPUT = {"imagenet": {"beit_large_patch16_224": round(
+    DEFAULT_THROUGHPUT["imagenet"]["purifier"] * FLOPS_PER_FORWARD["imagenet_unet"]
+    / FLOPS_PER_FORWARD["beit_large_patch16_224"])}}
 
 
 def forward_passes(cells, fused: bool = True) -> dict:
@@ -124,11 +142,12 @@ def make_plan(grid: Grid, results="results", measured=None) -> dict:
     tp = throughput(grid, results, measured)
     tables = {}
     for spec in grid.tables:
-        cells = list(dict.fromkeys(c for row in spec.rows for c in row.cells))
+        cells = list(dict.fromkeys(c for row in spec.rows for c in row.cells if cell_id(c) not in grid.imported))
         tables[spec.id] = _summary(grid, cells, images, shards, tp)
+    computed = [c for c in grid.cells if cell_id(c) not in grid.imported]  # imported cells cost no GPU time
     return {"experiment": grid.experiment, "images": images, "shards": shards,
-            "groups": len(grid.groups()), "tables": tables,
-            "total": _summary(grid, grid.cells, images, shards, tp), "throughput": tp}
+            "groups": len(grid.groups()), "tables": tables, "imported": len(grid.imported),
+            "total": _summary(grid, computed, images, shards, tp), "throughput": tp}
 
 
 def _summary(grid, cells, images, shards, tp) -> dict:
@@ -162,6 +181,8 @@ def print_plan(plan: dict) -> str:
     rates = [("purifier", tp["purifier"]), ("classifier", tp["classifier"]), *tp["classifier_arch"].items()]
     lines = "\n".join(f"  {name}: {rate:,.1f} samples/s ({tp['sources'].get(name, '')})" for name, rate in rates)
     return (f"experiment {plan['experiment']}: {plan['images']} images in {plan['shards']} shards, "
-            f"{plan['groups']} sigma groups\nthroughput (classifier: any architecture not listed below)\n{lines}\n"
+            f"{plan['groups']} sigma groups"
+            + (f", {plan['imported']} imported cells (`imports:`, not counted below)" if plan.get("imported") else "")
+            + f"\nthroughput (classifier: any architecture not listed below)\n{lines}\n"
             "(tables share cells, so their rows do not add up to the total)\n"
             + tabulate(rows, headers=head, tablefmt="simple", disable_numparse=True))

@@ -8,6 +8,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 from types import SimpleNamespace
@@ -15,6 +16,8 @@ from types import SimpleNamespace
 import jsonschema
 import pytest
 import yaml
+
+from diffsmooth.statistics import round_sig
 
 from diffsmooth import cli
 from diffsmooth.audit import SCHEMA, AuditError, _norm_label, _resolve_row, choose_images, compact_indices, dvc_record
@@ -245,6 +248,182 @@ def test_stale_rendered_value_is_reported(mutable_run):
     proc = audit(mutable_run, "table4", "2", "0.30", check=False)
     assert proc.returncode == 1
     assert "value.recomputed" in proc.stdout and "value.markdown" in proc.stdout
+    assert f"rendering.cells.csv: results/tables/{EXP}/table4.cells.csv differs" in proc.stdout
+
+
+@pytest.mark.parametrize("suffix", [".md", ".tex", ".html", ".cells.csv"])
+def test_edited_number_in_any_rendering_is_reported(mutable_run, suffix):
+    """Every rendering is re-rendered from the rows and compared: an edited number fails the audit of any
+    cell of that table, naming the file."""
+    path = mutable_run / "results" / "tables" / EXP / f"table4{suffix}"
+    text = path.read_text()
+    # the first certified-accuracy number (one decimal; radii have two, ACR three) after the header line
+    start = text.index("\n", text.index("0.30")) + 1
+    m = re.compile(r"(?<![\d.])(\d{1,3}\.\d)(?![\d.])").search(text, start)
+    assert m, f"no certified-accuracy number in {path}"
+    path.write_text(text[:m.start()] + f"{float(m.group(1)) + 2.5:.1f}" + text[m.end():])
+    for row, column in (("2", "0.30"), ("1", "ACR")):
+        rep = audit_json(mutable_run, "table4", row, column, expect_rc=1)
+        bad = failed(rep)
+        assert f"rendering{suffix}" in bad and f"table4{suffix}" in bad[f"rendering{suffix}"], bad
+        assert f"{float(m.group(1)) + 2.5:.1f}" in bad[f"rendering{suffix}"]  # the line it differs on
+        assert {r["format"]: r["status"] for r in rep["renderings"]}[suffix.lstrip(".")] == "mismatch"
+    out = audit(mutable_run, "table4", "2", "0.30", check=False).stdout
+    assert f"rendering{suffix}: results/tables/{EXP}/table4{suffix} differs" in out
+
+
+def test_unedited_renderings_all_checked(fast_run):
+    rep = audit_json(fast_run, "table4", "2", "0.30")
+    checks = {c["name"]: c["status"] for c in rep["checks"]}
+    assert all(checks[f"rendering.{f}"] == "ok" for f in ("md", "tex", "html", "cells.csv"))
+    assert [r["format"] for r in rep["renderings"]] == ["md", "tex", "cells.csv", "html"]
+
+
+def test_skipped_checks_say_why(mutable_run):
+    """A deleted shard file, merged summary or rendering shows as a skipped check with its reason (text and
+    JSON), never as fewer checks."""
+    root = mutable_run
+    e = next(x for x in cells_csv(root, "table4") if x["row"] == "2" and x["column"] == "0.30")
+    before = {c["name"] for c in audit_json(root, "table4", "2", "0.30")["checks"]}
+    summaries = list((root / "results" / EXP / "groups").rglob("merged-*.json"))
+    assert summaries
+    for f in summaries:
+        f.unlink()
+    (root / "results" / "tables" / EXP / "table4.tex").unlink()
+    rep = audit_json(root, "table4", "2", "0.30")  # nothing contradicts the rows: still OK, with skips
+    skipped = {c["name"]: c["detail"] for c in rep["checks"] if c["status"] == "skipped"}
+    assert before <= {c["name"] for c in rep["checks"]}
+    assert "does not exist" in skipped["rows.pipeline_sha256"] and "merged-" in skipped["rows.pipeline_sha256"]
+    assert "table4.tex does not exist" in skipped["rendering.tex"]
+    out = audit(root, "table4", "2", "0.30").stdout
+    assert "skipped rows.pipeline_sha256: " in out and "skipped rendering.tex: " in out
+    assert f"{len(skipped)} skipped (reasons above)" in out
+
+    shard = _cell_dir(root, e["cell_id"]) / "shards" / "0001.tsv"
+    shard.unlink()
+    rep = audit_json(root, "table4", "2", "0.30", expect_rc=1)
+    skipped = {c["name"]: c["detail"] for c in rep["checks"] if c["status"] == "skipped"}
+    assert str(shard.relative_to(root)) in skipped["rows.shards"] and "not compared" in skipped["rows.shards"]
+    assert "shard1.rows" in failed(rep)
+    assert "skipped rows.shards: " in audit(root, "table4", "2", "0.30", check=False).stdout
+
+
+def test_damaged_meta_names_the_file(mutable_run):
+    e = next(x for x in cells_csv(mutable_run, "table4") if x["row"] == "2" and x["column"] == "0.30")
+    meta = _cell_dir(mutable_run, e["cell_id"]) / "meta.json"
+    for text, words in (("[1, 2]", "holds a JSON list, not an object"), ("{", "is not valid JSON")):
+        meta.write_text(text)
+        proc = audit(mutable_run, "table4", "2", "0.30", check=False)
+        assert proc.returncode == 2 and words in proc.stderr and str(meta.relative_to(mutable_run)) in proc.stderr
+        assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+def test_recorded_settings_not_the_config(mutable_run):
+    """The audit shows the settings the rows were computed with (meta.json), not today's config."""
+    root = mutable_run
+    e = next(x for x in cells_csv(root, "table4") if x["row"] == "2" and x["column"] == "0.30")
+    meta_path = _cell_dir(root, e["cell_id"]) / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    assert meta.get("settings"), "the merged meta.json records no settings"
+    rep = audit_json(root, "table4", "2", "0.30")
+    se = rep["cell_audit"]["settings"]
+    assert se["recorded"] and se["values"] == {**se["values"], **meta["settings"]}
+    meta["settings"] = {**meta["settings"], "precision": "bf16", "channels_last": True}
+    meta_path.write_text(json.dumps(meta))
+    rep = audit_json(root, "table4", "2", "0.30")
+    assert rep["cell_audit"]["settings"]["values"]["precision"] == "bf16"
+    notes = {c["name"]: c["detail"] for c in rep["checks"] if c["status"] == "info"}
+    assert "precision: recorded 'bf16'" in notes["settings.changed"]
+    out = audit(root, "table4", "2", "0.30").stdout
+    assert "Settings  as recorded when the rows were computed: precision bf16" in out
+    del meta["settings"]
+    meta_path.write_text(json.dumps(meta))
+    rep = audit_json(root, "table4", "2", "0.30")
+    assert not rep["cell_audit"]["settings"]["recorded"] and rep["cell_audit"]["settings"]["values"] == {}
+    assert "Settings  not recorded in meta.json" in audit(root, "table4", "2", "0.30").stdout
+
+
+def _import_by_hand(root: Path, cid: str) -> Path:
+    """Replace a cell by an imported one, as `diffsmooth import` of a Cohen-format log leaves it: rows with
+    3-digit radii and no nA / n / pA_lower, meta.json with `imported` and no shards, checkpoints or seeds."""
+    cdir = _cell_dir(root, cid)
+    rows = list(csv.DictReader(open(cdir / "rows.tsv"), delimiter="\t"))
+    old = json.loads((cdir / "meta.json").read_text())
+    log = root / "logs" / "cohen_sigma0.25.tsv"
+    log.parent.mkdir(exist_ok=True)
+    log.write_text("idx\tlabel\tpredict\tradius\tcorrect\ttime\n" + "".join(
+        f"{r['idx']}\t{r['label']}\t{r['predict']}\t{round_sig(float(r['radius'])):.3}\t{r['correct']}\t0:00:01.5\n"
+        for r in rows))
+    (cdir / "rows.tsv").write_text("idx\tlabel\tpredict\tradius\tcorrect\ttime\tnA\tn\tpA_lower\n" + "".join(
+        f"{r['idx']}\t{r['label']}\t{r['predict']}\t{round_sig(float(r['radius']))!r}\t{r['correct']}\t1.500000\t\t\t\n"
+        for r in rows))
+    shutil.rmtree(cdir / "shards")
+    (cdir / "meta.json").write_text(json.dumps({
+        "cell_id": cid, "cell": old["cell"], "experiment": EXP, "images": old["images"],
+        "imported": {"source": "logs/cohen_sigma0.25.tsv", "sha256": hashlib.sha256(log.read_bytes()).hexdigest(),
+                     "format": "cohen"}}))
+    return cdir
+
+
+def test_imported_cell(mutable_run):
+    root = mutable_run
+    e = next(x for x in cells_csv(root, "table4") if x["row"] == "1" and x["column"] == "0.20")
+    cdir = _import_by_hand(root, e["cell_id"])
+    run(["diffsmooth", "tables", "--configfile", CONFIG], root)  # the tables now show the imported rows
+    rep = audit_json(root, "table4", "1", "0.20", "--verify", "2")
+    ca, checks = rep["cell_audit"], {c["name"]: c for c in rep["checks"]}
+    assert rep["ok"] and rep["value"]["matches"]
+    assert ca["imported"]["source"] == "logs/cohen_sigma0.25.tsv" and ca["imported"]["matches"]
+    assert checks["imported.sha256"]["status"] == "ok" and checks["rows.statistics"]["status"] == "ok"
+    assert checks["data.labels"]["status"] == "ok"
+    why = "imported from logs/cohen_sigma0.25.tsv: cannot re-certify, no checkpoints or seeds were recorded"
+    assert ca["verification"]["status"] == "skipped" and ca["verification"]["reason"] == why
+    assert checks["verify"] == {"name": "verify", "status": "skipped", "detail": why}
+    for name in ("rows.shards", "rows.pipeline_sha256", "checkpoints"):
+        assert checks[name]["status"] == "skipped" and "imported from logs/cohen_sigma0.25.tsv" in checks[name]["detail"]
+    assert ca["checkpoints"] == [] and ca["provenance"] == [] and ca["seeds"]["seed"] is None
+    out = audit(root, "--cell-id", e["cell_id"], "--verify", "2").stdout
+    assert "imported from logs/cohen_sigma0.25.tsv (cohen format)" in out and f"skipped verify: {why}" in out
+    assert "Verification  skipped: " + why in out
+
+    # what can still be re-checked: the log's bytes, and the rows against each other, N, alpha and the data
+    log = root / "logs" / "cohen_sigma0.25.tsv"
+    log.write_text(log.read_text() + "# edited\n")
+    lines = (cdir / "rows.tsv").read_text().split("\n")
+    wrong = [1, 2, 3, 4]  # rows (lines) edited below
+    f = [ln.split("\t") for ln in lines]
+    f[1][4] = "1" if f[1][2] != f[1][1] else "0"  # correct contradicts predict == label
+    f[2][2], f[2][3], f[2][4] = "-1", "0.2", "0"  # an abstention with a radius
+    f[3][3] = "9.0"  # beyond what N = 500 can certify
+    f[4][1] = str((int(f[4][1]) + 1) % 10)  # a label that is not the dataset's
+    f[4][4] = str(int(f[4][2] == f[4][1]))
+    (cdir / "rows.tsv").write_text("\n".join("\t".join(x) for x in f))
+    bad = failed(audit_json(root, "--cell-id", e["cell_id"], expect_rc=1))
+    assert {"imported.sha256", "rows.statistics", "data.labels"} <= set(bad), bad
+    idx = [f[i][0] for i in wrong]
+    assert f"image {idx[0]}: correct = " in bad["rows.statistics"]
+    assert f"image {idx[1]}: radius = 0.2 for an abstention" in bad["rows.statistics"]
+    assert f"image {idx[2]}: radius = 9.0 > " in bad["rows.statistics"]
+    assert f"image {idx[3]}: label " in bad["data.labels"]
+
+
+def test_imported_rows_with_counts_are_rechecked(mutable_run):
+    """An imported log in this pipeline's format carries nA: pA_lower and the radius are re-derived from it."""
+    root = mutable_run
+    e = next(x for x in cells_csv(root, "table4") if x["row"] == "1" and x["column"] == "0.20")
+    cdir = _cell_dir(root, e["cell_id"])
+    merged = (cdir / "rows.tsv").read_text()
+    _import_by_hand(root, e["cell_id"])
+    meta = json.loads((cdir / "meta.json").read_text())
+    meta["imported"]["format"] = "diffsmooth"
+    (cdir / "meta.json").write_text(json.dumps(meta))
+    (cdir / "rows.tsv").write_text(merged)
+    rep = audit_json(root, "--cell-id", e["cell_id"])
+    assert {c["name"]: c["status"] for c in rep["checks"]}["rows.statistics"] == "ok"
+    row = next(csv.DictReader(open(cdir / "rows.tsv"), delimiter="\t"))
+    _edit_row(cdir / "rows.tsv", int(row["idx"]), pA_lower=repr(float(row["pA_lower"]) * 0.9))
+    bad = failed(audit_json(root, "--cell-id", e["cell_id"], expect_rc=1))
+    assert f"image {row['idx']}: pA_lower = " in bad["rows.statistics"]
 
 
 # ---------------------------------------------------------------------------------------------------

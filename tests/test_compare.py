@@ -11,8 +11,8 @@ import pytest
 
 from diffsmooth.compare import NOT_IN_PAPER, PAPER_CELL_NOTES, comparison_outputs, write_comparison
 from diffsmooth.grid import build_grid, cell_id, load_config
+from diffsmooth.report import render_all
 from diffsmooth.rows import HEADER, format_row
-from diffsmooth.tables import render_all
 
 from conftest import REPO, small_cifar10_config
 
@@ -107,9 +107,10 @@ def test_envelope_uses_the_winning_cell(tree):
     assert (r0["ours"], r0["k"], r0["n"], r0["paper"], r0["inside"]) == ("90.0", "18", "20", "78.2", "yes")
     r1 = cell(recs, "DiffSmooth(Gaussian)", "0.25")  # sigma' = 0.25 wins: 12 of 20
     assert (r1["ours"], r1["k"], r1["ci_low"], r1["ci_high"], r1["inside"]) == ("60.0", "12", "36.05", "80.88", "yes")
-    # no cell of sigma = 0.25 reaches r = 1.00, yet the paper (best over sigma up to 1.00) prints 37.4
+    # no cell of sigma = 0.25 reaches r = 1.00, yet the paper (best over sigma up to 1.00) prints 37.4: ours is
+    # "−", so there is nothing to test the paper's number against (not comparable, not "outside")
     r2 = cell(recs, "DiffSmooth(Gaussian)", "1.00")
-    assert (r2["ours"], r2["paper"], r2["inside"], r2["status"]) == ("−", "37.4", "NO", "compared")
+    assert (r2["ours"], r2["paper"], r2["inside"], r2["status"]) == ("−", "37.4", "", "not comparable")
 
 
 def test_reported_rows_are_not_compared(tree):
@@ -173,9 +174,30 @@ def test_duplicate_paper_keys_are_an_error(tmp_path):
 
 def test_digits_gets_one_sentence(tmp_path):
     grid = build_grid(load_config(REPO / "config" / "fast.yaml"))
-    written = write_comparison(grid, {}, None, tmp_path)
+    written = write_comparison(grid, {}, tmp_path)
     assert sorted(p.name for p in written) == ["comparison.html", "comparison.md"]
     md = (tmp_path / "comparison.md").read_text()
-    assert md == NOT_IN_PAPER.format(exp="digits-fast", dataset="digits")
+    assert md == NOT_IN_PAPER.format(exp="digits-fast", dataset="digits") + "\n"
     assert md.count(".") == 1 and len(md.splitlines()) == 1
     assert not list(tmp_path.glob("*.compare.csv"))
+
+
+def test_small_n_cells_are_not_comparable_not_outside(tmp_path):
+    """At N = 8 no radius > 0 can be certified (our side "−"): those cells are "not comparable", counted apart
+    from "outside", and the summary says how to make them comparable."""
+    grid = build_grid(tiny_cifar_config(certify={**tiny_cifar_config()["certify"], "N": 8, "n0": 8}))
+    for c in grid.cells:  # every sample votes for the label, and still no radius above 0.03 is reachable
+        path = tmp_path / "results" / grid.experiment / "cells" / cell_id(c) / "rows.tsv"
+        path.parent.mkdir(parents=True)
+        path.write_text(HEADER + "".join(format_row(i, 3, 3, 0.0, 1, 0.1, 8, 8, 0.4) for i in IMAGES))
+    render_all(grid, tmp_path / "results", tmp_path / "tables")
+    recs = [r for tid in ("table1", "table4", "table12")
+            for r in csv.DictReader(io.StringIO((tmp_path / "tables" / f"{tid}.compare.csv").read_text()))]
+    dashed = [r for r in recs if r["ours"] == "−"]
+    assert dashed and {r["status"] for r in dashed} == {"not comparable", "both 0 (beyond N's maximal radius)"}
+    assert all(r["inside"] == "" for r in dashed)
+    outside = [r for r in recs if r["inside"] == "NO"]
+    assert all(r["ours"] != "−" for r in outside)
+    md = (tmp_path / "tables" / "comparison.md").read_text()
+    n_nc = sum(r["status"] == "not comparable" for r in recs)
+    assert f"{n_nc} cells are not comparable" in md and n_nc > 100

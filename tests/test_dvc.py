@@ -4,6 +4,7 @@ Every DVC command runs in a copy of the repository made a git repository with a 
 with analytics off (DVC_NO_ANALYTICS=1 from `pipeline_env`) and no network: the checkpoints' import
 stages must not be fetched by anything here."""
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -38,7 +39,9 @@ def git_copy(dest: Path, fast: bool = False) -> Path:
     if fast:
         shutil.copy(root / "config" / "fast.yaml", root / "config" / "config.yaml")
     env = {**pipeline_env(root), **IDENTITY}
-    for cmd in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-q", "-m", "copy"]):
+    for cmd in (["git", "init", "-q"], ["git", "config", "user.name", IDENTITY["GIT_AUTHOR_NAME"]],
+                ["git", "config", "user.email", IDENTITY["GIT_AUTHOR_EMAIL"]],  # `dvc exp run` commits
+                ["git", "add", "-A"], ["git", "commit", "-q", "-m", "copy"]):
         subprocess.run(cmd, cwd=root, env=env, check=True, capture_output=True)
     return root
 
@@ -299,3 +302,113 @@ def test_dvc_repro_noop_params_push_pull(tmp_path):
     assert f"_N{new_n}_" in (tables / "table1.cells.csv").read_text()
     assert lock(root)["stages"]["certify"]["params"]["config/config.yaml"]["certify"]["N"] == new_n
     assert stages_ran(dvc(["repro"], root)) == set()
+
+
+# ---------------------------------------------------------------------------------------------------
+# Metrics and plots: `dvc metrics show`, `dvc plots show`, `dvc exp run -S config/config.yaml:...`
+
+
+def test_metrics_and_plot_data_follow_the_rendered_values():
+    """What `diffsmooth tables` hands DVC is the rendered values: "−" left out, reported (paper) rows left
+    out, repeated row labels numbered."""
+    from types import SimpleNamespace
+
+    from diffsmooth.report import dvc_metrics, plot_csv
+    from diffsmooth.tables import DASH, RenderedTable, Value
+
+    spec = SimpleNamespace(key_columns=["Method", "σ"])
+    rows = [(["Gaussian", "0.25"], [Value("0.412", 0.412), Value("**90.0**", 90.0), Value(DASH, None)]),
+            (["MACER (reported)", ""], [Value("0.5", 0.5, source="reported"), Value("80", 80.0, source="reported"),
+                                        Value(DASH, None, source="reported")]),
+            (["Gaussian", "0.25"], [Value(DASH, None), Value("85.0", 85.0), Value("0.0", 0.0)])]
+    t = RenderedTable(spec, ["Method", "σ", "ACR", "0.00", "0.25"], rows, [set(), set(), set()])
+    assert dvc_metrics({"table4": t}) == {"table4": {"Gaussian · 0.25": {"ACR": 0.412, "0.00": 90.0},
+                                                     "Gaussian · 0.25 #2": {"0.00": 85.0, "0.25": 0.0}}}
+    assert plot_csv(t).splitlines() == ["radius,certified_accuracy,row", "0.00,90.0,Gaussian · 0.25",
+                                        "0.00,85.0,Gaussian · 0.25 #2", "0.25,0.0,Gaussian · 0.25 #2"]
+
+
+def test_tables_stage_declares_metrics_and_plots(tmp_path):
+    root = git_copy(tmp_path / "repo")
+    from dvc.repo import Repo
+
+    from diffsmooth.paths import Layout
+
+    exp = yaml.safe_load((root / "config/config.yaml").read_text())["experiment"]
+    layout = Layout("results", exp)
+    with Repo(str(root)) as repo:
+        tables = next(s for s in repo.index.stages if getattr(s, "name", None) == "tables")
+        metrics = [o.def_path for o in tables.outs if o.metric]
+        plots = {o.def_path: o.plot for o in tables.outs if o.plot}
+    assert metrics == [str(layout.metrics)]
+    assert list(plots) == [str(layout.plots_dir)]
+    props = plots[str(layout.plots_dir)]
+    assert (props["x"], props["y"], props["template"]) == ("radius", "certified_accuracy", "certified_accuracy")
+    template = json.loads((root / ".dvc" / "plots" / "certified_accuracy.json").read_text())
+    assert template["encoding"]["color"]["field"] == "row" and "<DVC_METRIC_DATA>" in json.dumps(template)
+
+
+def _markdown_rows(path: Path) -> list:
+    """(label, {column: number}) of a rendered Markdown table's rows, in order, as `dvc_metrics` names them."""
+    lines = [line for line in path.read_text().splitlines() if line.startswith("|")]
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    numeric = [h == "ACR" or re.fullmatch(r"\d+\.\d+", h) is not None for h in header]
+    out, seen = [], {}
+    for line in lines[2:]:
+        cells = [c.strip().strip("*") for c in line.strip("|").split("|")]
+        label = " · ".join(c for c, num in zip(cells, numeric) if not num and c) or "row"
+        seen[label] = seen.get(label, 0) + 1
+        label = label if seen[label] == 1 else f"{label} #{seen[label]}"
+        out.append((label, {h: float(c) for h, c, num in zip(header, cells, numeric) if num and c != "−"}))
+    return out
+
+
+@pytest.mark.slow
+def test_dvc_metrics_plots_status_and_exp_run(tmp_path):
+    """After `dvc repro` of the fast experiment: `dvc metrics show` and `dvc plots show` show every table's
+    numbers (the Markdown tables' own), `dvc status dvc.yaml` is clean and a bare `dvc status` names only the
+    paper's checkpoint stubs (not downloaded); `dvc exp run dvc.yaml -S config/config.yaml:certify.N=…`
+    reruns certify and tables and records the experiment with its metrics."""
+    root = git_copy(tmp_path / "repo", fast=True)
+    exp = yaml.safe_load((root / "config/config.yaml").read_text())["experiment"]
+    table_ids = list(yaml.safe_load((root / "config/config.yaml").read_text())["tables"])
+    assert stages_ran(dvc(["repro"], root, timeout=900)) == set(STAGES)
+
+    metrics_file = f"results/{exp}/metrics.json"
+    shown = json.loads(run(["dvc", "metrics", "show", "--json"], root).stdout)
+    metrics = shown[""]["data"][metrics_file]["data"]
+    assert sorted(metrics) == sorted(table_ids)
+    for tid in table_ids:
+        md_rows = [r for r in _markdown_rows(root / "results/tables" / exp / f"{tid}.md") if "(reported)" not in r[0]]
+        assert list(metrics[tid].items()) == md_rows, tid
+    text = dvc(["metrics", "show"], root)
+    assert metrics_file in text and "table4." in text and ".ACR" in text
+
+    plots = json.loads(run(["dvc", "plots", "show", "--json"], root).stdout)["data"]
+    assert sorted(plots) == sorted(f"results/{exp}/plots/{tid}.csv" for tid in table_ids)
+    for tid in table_ids:
+        values = plots[f"results/{exp}/plots/{tid}.csv"][0]["content"]["data"]["values"]
+        expected = [(col, num, label) for label, nums in metrics[tid].items() for col, num in nums.items()
+                    if col != "ACR"]
+        assert sorted((v["radius"], float(v["certified_accuracy"]), v["row"]) for v in values) == sorted(expected)
+    html = dvc(["plots", "show", "-o", str(tmp_path / "plots")], root)
+    assert "index.html" in html and "certified_accuracy" in (tmp_path / "plots" / "index.html").read_text()
+
+    assert "up to date" in dvc(["status", "dvc.yaml"], root)
+    bare = dvc(["status"], root)
+    stubs = sorted(f"data/checkpoints/{n}" for n in [*CHECKPOINT_SOURCES, *MANUAL_CHECKPOINTS])
+    assert sorted(re.findall(r"^(\S+\.dvc):$", bare, re.M)) == stubs, bare
+
+    old_n = yaml.safe_load((root / "config/config.yaml").read_text())["certify"]["N"]
+    new_n = old_n * 3 // 5
+    out = dvc(["exp", "run", "dvc.yaml", "-S", f"config/config.yaml:certify.N={new_n}"], root, timeout=900)
+    assert stages_ran(out) == {"certify", "tables"}, out
+    assert yaml.safe_load((root / "config/config.yaml").read_text())["certify"]["N"] == new_n
+    assert f"N = {new_n}" in (root / "results/tables" / exp / "table4.md").read_text()
+    status = subprocess.run(["git", "status", "--porcelain"], cwd=root, capture_output=True, text=True).stdout
+    assert sorted(status.splitlines()) == [" M config/config.yaml", "?? dvc.lock"], status  # stubs untouched
+    exps = json.loads(run(["dvc", "exp", "show", "--json"], root).stdout)
+    runs = [r for e in exps for x in (e.get("experiments") or []) for r in x["revs"]]
+    assert [r["data"]["params"]["config/config.yaml"]["data"]["certify"]["N"] for r in runs] == [new_n]
+    assert sorted(runs[0]["data"]["metrics"][metrics_file]["data"]) == sorted(table_ids)
+    assert "up to date" in dvc(["status", "dvc.yaml"], root)

@@ -59,6 +59,21 @@ def test_envelope_is_per_radius_max():
         metrics.envelope([[1, 2], [1]])
 
 
+def test_envelope_winners_first_on_ties_none_where_no_value():
+    """The cell each envelope value comes from (what the tables record and the audit follows)."""
+    assert metrics.envelope_winners([[1, 5, 3, None], [2, 4, 3, None], [None, 5, 4, None]]) == [1, 0, 2, None]
+    assert metrics.envelope([[None, 1.0], [2.0, None]]) == [2.0, 1.0]
+    with pytest.raises(ValueError, match="no curves"):
+        metrics.envelope_winners([])
+
+
+def test_certified_accuracy_curve_matches_pointwise(rows):
+    radii = [0.0, 0.3, 0.4996, 0.5, 0.9]
+    for rounding in ("reference", "exact"):
+        assert metrics.certified_accuracy_curve(rows, radii, rounding) == [
+            metrics.certified_accuracy(rows, r, rounding) for r in radii]
+
+
 def test_clopper_pearson_interval_contains_estimate():
     lo, hi = metrics.clopper_pearson_interval(182, 500)
     assert lo < 182 / 500 < hi and 0.32 < lo and hi < 0.41

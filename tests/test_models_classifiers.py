@@ -115,14 +115,14 @@ def test_resnet20_forward_vector_through_checkpoint_dict(tmp_path):
 
 # Measured on CPU (torch 2.14, 1 thread): bf16 autocast max abs error 0.0112 on logits of max |y| 2.42;
 # channels-last fp32 7e-7. Tolerance ~4.5x the bf16 error; channels-last keeps the fp32 1e-5.
-def test_resnet20_bf16_autocast_and_channels_last(tmp_path):
+def test_resnet20_bf16_and_channels_last(tmp_path):
     blob, state_dict = _resnet20_vector()
     model = classifier("cifar_resnet20", "cifar10")
     model.load_state_dict(state_dict)
     x, ref = blob["input.x"], blob["output"]
     with torch.no_grad():
         out_cl = prepare_for_inference(model, "cpu", channels_last=True)(x)
-        out_bf16 = prepare_for_inference(model, "cpu", channels_last=True, autocast_dtype=torch.bfloat16)(x)
+        out_bf16 = prepare_for_inference(model, "cpu", channels_last=True, precision="bf16")(x)
     torch.testing.assert_close(out_cl, ref, atol=1e-5, rtol=1e-5)
     assert (out_bf16 - ref).abs().max() < 0.05
     assert torch.equal(out_bf16.argmax(1), ref.argmax(1))

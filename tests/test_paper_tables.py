@@ -1,4 +1,4 @@
-"""The paper's reported numbers (data/paper/, loaded by diffsmooth.paper): structure and cross-table consistency.
+"""The paper's reported numbers (diffsmooth/paper_tables/, loaded by diffsmooth.paper): structure and cross-table consistency.
 
 Tables 1 and 2 are per-radius maxima over the sigma/sigma' grid of Tables 4/5 (DiffSmooth) and 11/12 (the
 pretrained smoothed models); Tables 6/7 repeat Table 1/2's DDS rows; Table 3's "-" rows repeat Table 11/12.
@@ -18,7 +18,6 @@ from diffsmooth.metrics import envelope
 from diffsmooth.paper import (
     ACCURACY_TABLES,
     HYPERPARAMETER_TABLES,
-    PAPER_DIR,
     TABLES,
     bold_radii,
     common_radii,
@@ -29,8 +28,10 @@ from diffsmooth.paper import (
     radius_columns,
     row,
     select,
+    table_files,
     table_number,
 )
+from diffsmooth.resources import resource_text
 
 ALPHA = 0.001  # certification confidence 99.9 %
 CIFAR_RADII = [0.25 * k for k in range(10)]
@@ -140,11 +141,10 @@ def tables() -> dict[int, pd.DataFrame]:
 
 # ---------------------------------------------------------------- loader
 
-def test_data_dir_is_inside_the_repository():
-    assert PAPER_DIR.name == "paper" and PAPER_DIR.parent.name == "data"
-    assert (PAPER_DIR.parent.parent / "diffsmooth" / "paper.py").is_file()
-    assert (PAPER_DIR / "README.md").is_file()
-    assert sorted(p.name for p in PAPER_DIR.glob("table*.csv")) == [f"table{t:02d}.csv" for t in TABLES]
+def test_tables_are_package_data():
+    """Shipped inside the package (read through importlib.resources), with their README beside them."""
+    assert table_files() == [f"table{t:02d}.csv" for t in TABLES]
+    assert "# The paper's reported numbers" in resource_text("paper_tables/README.md")
     assert set(ACCURACY_TABLES) | set(HYPERPARAMETER_TABLES) == set(TABLES) == set(EXPECTED_ROWS)
 
 
@@ -154,14 +154,14 @@ def test_table_ids(tid):
     assert len(load_paper_table(tid)) == EXPECTED_ROWS[4]
 
 
-def test_unknown_table_and_missing_folder(monkeypatch, tmp_path):
+def test_unknown_table_and_missing_folder(monkeypatch):
     with pytest.raises(ValueError):
         load_paper_table(13)
     with pytest.raises(ValueError):
         load_paper_table("figure 3")
     import diffsmooth.paper as paper
-    monkeypatch.setattr(paper, "PAPER_DIR", tmp_path / "nowhere")
-    with pytest.raises(FileNotFoundError, match="data/paper"):
+    monkeypatch.setattr(paper, "PAPER_TABLES", "nowhere")
+    with pytest.raises(FileNotFoundError, match="package data diffsmooth/nowhere/table01.csv is missing"):
         paper.load_paper_table(1)
 
 
@@ -418,7 +418,7 @@ def test_exception_list_is_exactly_the_disagreeing_cells(tables):
 
 
 def test_exceptions_are_documented_in_the_readme():
-    text = (PAPER_DIR / "README.md").read_text(encoding="utf-8")
+    text = resource_text("paper_tables/README.md")
     for (t, rid, col) in list(EXCEPTIONS) + list(TEXT_EXCEPTIONS):
         assert re.search(rf"Table {t}\b[^\n]*`{re.escape(rid)}`[^\n]*`{re.escape(col)}`", text), (t, rid, col)
 

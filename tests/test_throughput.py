@@ -91,7 +91,7 @@ def test_later_sources_win_defaults_then_config_then_measured(tmp_path):
     assert tp["sources"]["purifier"].startswith("measured")
 
 
-@pytest.mark.parametrize("change", [{"autocast": "bf16"}, {"batch_size": 7}, {"channels_last": True},
+@pytest.mark.parametrize("change", [{"precision": "bf16"}, {"compile": True}, {"batch_size": 7}, {"channels_last": True},
                                     {"dataset": "cifar10"}, {"diffusion": "another_model"}])
 def test_a_record_measured_with_other_settings_is_refused_or_skipped(grid, tmp_path, capsys, change):
     path = _write(tmp_path, grid, _record(grid.config, 1.0, {"digits_mlp": 1.0}, **change))
@@ -155,3 +155,31 @@ def test_workflow_rule_measures_and_job_runtimes_follow_it(tmp_path):
     fast.write_text(re.sub(r"(\n  batch_size:) \d+", r"\1 500", fast.read_text(), count=1))
     out = run(["snakemake", "-n", "measure_throughput"] + config, root).stdout
     assert "rule measure_throughput:" in out and "Params have changed" in out
+
+
+def test_flops_per_forward_are_what_flopcounter_measures():
+    """The planner's FLOP table (plain numbers, no torch import) against FlopCounterMode on the meta device."""
+    import yaml
+
+    from diffsmooth.models import classifier, unet_from_flags
+    from diffsmooth.plan import FLOPS_PER_FORWARD
+    from diffsmooth.throughput import flops_per_forward
+
+    flags = yaml.safe_load(open("config/cifar10.yaml"))["diffusion"]["flags"]
+    measured = {
+        "cifar10_unet": flops_per_forward(lambda: unet_from_flags(flags), (1, 3, 32, 32), (1,)),
+        "cifar_resnet110": flops_per_forward(lambda: classifier("cifar_resnet110", "cifar10"), (1, 3, 32, 32)),
+        "beit_large_patch16_224": flops_per_forward(lambda: classifier("beit_large_patch16_224", "imagenet"),
+                                                    (1, 3, 224, 224)),
+    }
+    for name, flops in measured.items():
+        assert abs(flops / FLOPS_PER_FORWARD[name] - 1) < 1e-3, (name, flops)
+
+
+def test_beit_default_rate_comes_from_flops():
+    from diffsmooth.plan import DEFAULT_ARCH_THROUGHPUT, DEFAULT_THROUGHPUT, FLOPS_PER_FORWARD
+
+    achieved = DEFAULT_THROUGHPUT["imagenet"]["purifier"] * FLOPS_PER_FORWARD["imagenet_unet"]  # FLOP/s
+    assert 30e12 < achieved < 32e12
+    beit = DEFAULT_ARCH_THROUGHPUT["imagenet"]["beit_large_patch16_224"]
+    assert beit == round(achieved / FLOPS_PER_FORWARD["beit_large_patch16_224"]) == 252

@@ -14,7 +14,6 @@ Anything else raises CheckpointError saying what differs and what probably cause
 """
 from __future__ import annotations
 
-import hashlib
 import pickle
 from collections.abc import Mapping
 from pathlib import Path
@@ -22,6 +21,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..rows import sha256_file  # noqa: F401  (re-exported: part of this module's API)
 from .digits import DigitsEpsMLP
 from .layers import InputCenterLayer, NormalizeLayer
 from .unet import diffusion_settings_from_flags, unet_from_flags, unet_kwargs_from_flags
@@ -34,14 +34,6 @@ SUPPLY_HINT = ("The paper's checkpoints are not distributed with this project: d
 
 class CheckpointError(ValueError):
     """A checkpoint is missing, unreadable, or does not match the architecture it is loaded into."""
-
-
-def sha256_file(path: str | Path, chunk_size: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk_size):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -67,8 +59,9 @@ def _read_file(path: Path, map_location, trust_pickle: bool):
         if not trust_pickle:
             raise CheckpointError(
                 f"{path} holds Python objects beyond tensors and plain containers, so torch.load(weights_only=True) "
-                f"refused it. If the file comes from a source you trust, pass trust_pickle=True "
-                f"(this runs arbitrary pickled code).") from e
+                f"refused it. If the file comes from a source you trust, set `trust_pickle: true` on this "
+                f"checkpoint's entry in the config (`classifiers: <name>:` or `diffusion:`), or pass "
+                f"trust_pickle=True from Python; this runs the pickled code.") from e
         return torch.load(path, map_location=map_location, weights_only=False)
     except Exception as e:  # zip reader errors, EOFError, ...
         raise CheckpointError(f"could not read {path} ({type(e).__name__}: {e}); the file is truncated or "

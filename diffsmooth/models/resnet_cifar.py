@@ -10,6 +10,7 @@ import math
 
 import torch
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 
 def conv3x3(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
@@ -72,6 +73,27 @@ class CifarResNet(nn.Module):
             elif isinstance(m, nn.BatchNorm2d):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
+
+    @torch.no_grad()
+    def fold_batchnorm(self) -> "CifarResNet":
+        """Fold every eval-mode BatchNorm into the convolution before it (conv weight * gamma/sqrt(var+eps),
+        bias beta - mean*gamma/sqrt(var+eps)) and replace the BatchNorm by Identity: one kernel instead of
+        two per conv on a GPU. Inference only (the statistics are frozen); the state_dict changes, so load
+        checkpoints first. Same function, other float rounding (~1e-6 relative on the logits)."""
+        if self.training:
+            raise RuntimeError("fold_batchnorm needs eval mode (frozen BatchNorm statistics): call .eval() first")
+        pairs = [(self, "conv1", "bn1")]
+        for module in self.modules():
+            if isinstance(module, BasicBlock):
+                pairs += [(module, "conv1", "bn1"), (module, "conv2", "bn2")]
+                if module.downsample is not None:
+                    pairs.append((module.downsample, "0", "1"))
+        for parent, conv, bn in pairs:
+            bn_module = getattr(parent, bn)
+            if isinstance(bn_module, nn.BatchNorm2d):
+                setattr(parent, conv, fuse_conv_bn_eval(getattr(parent, conv), bn_module))
+                setattr(parent, bn, nn.Identity())
+        return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.relu(self.bn1(self.conv1(x)))

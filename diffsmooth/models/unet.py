@@ -42,10 +42,18 @@ def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -
 
 
 class GroupNorm32(nn.GroupNorm):
-    """GroupNorm computed in float32 whatever the activation dtype (as the reference does under fp16)."""
+    """GroupNorm with float32 statistics whatever the activation dtype (as the reference does under fp16).
+
+    float32 input: plain GroupNorm, no cast. Reduced-precision input (bf16 autocast): one group_norm in
+    the activation dtype with autocast off; torch's CPU and CUDA kernels accumulate the mean and variance
+    of bf16/fp16 inputs in float32, so this is the reference's float32-and-back in one kernel instead of
+    a cast, a float32 GroupNorm and a cast back (tests/test_models_unet.py bounds the difference)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return super().forward(x.float()).type(x.dtype)
+        if x.dtype == torch.float32:
+            return super().forward(x)
+        with torch.autocast(x.device.type, enabled=False):
+            return F.group_norm(x, self.num_groups, self.weight.to(x.dtype), self.bias.to(x.dtype), self.eps)
 
 
 def normalization(channels: int) -> GroupNorm32:
@@ -142,8 +150,10 @@ def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, use_sdpa: bool
     head_dim = q.shape[1]
     if use_sdpa:
         # Same maths, fused kernel; order of fp32 operations differs (<~4e-6 on the test vectors).
-        out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
-        return out.transpose(1, 2)
+        # [B*heads, T, head_dim] made contiguous: a last-dimension stride of T would make SDPA pick its
+        # math fallback instead of the flash / memory-efficient kernels on CUDA.
+        q, k, v = (part.transpose(1, 2).contiguous() for part in (q, k, v))
+        return F.scaled_dot_product_attention(q, k, v).transpose(1, 2)
     scale = 1 / math.sqrt(math.sqrt(head_dim))  # applied to q and k separately, as the reference does
     weight = torch.einsum("bct,bcs->bts", q * scale, k * scale)
     weight = torch.softmax(weight.float(), dim=-1).type(weight.dtype)

@@ -6,6 +6,7 @@ every checkpoint key starts with `1.` (`1.module.` for the DataParallel-wrapped 
 """
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -107,6 +108,27 @@ def classifier(name: str, dataset: str, normalization: str | None = None, **arch
     return nn.Sequential(layer, _architecture(name)(**arch_kwargs))
 
 
+PRECISIONS = ("fp32", "tf32", "bf16")
+
+
+def apply_precision(precision: str, device: str | torch.device = "cpu") -> None:
+    """Set torch's process-wide float32 arithmetic for `precision` (the settings are global in torch).
+
+    fp32: strict IEEE float32 (TF32 off for matmuls and cuDNN convolutions, matmul precision "highest").
+    tf32: TF32 tensor cores for float32 matmuls and convolutions (10-bit mantissa products, fp32 sums).
+    bf16: like fp32 for whatever runs in float32; the models run under bf16 autocast (InferenceModel).
+    On CUDA, cudnn.benchmark is switched on: certification runs fixed batch shapes, so autotuning pays.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}: use one of {list(PRECISIONS)} (`certify.precision`)")
+    tf32 = precision == "tf32"
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    torch.backends.cudnn.allow_tf32 = tf32
+    torch.set_float32_matmul_precision("high" if tf32 else "highest")
+    if torch.device(device).type == "cuda":
+        torch.backends.cudnn.benchmark = True
+
+
 class InferenceModel(nn.Module):
     """Runs the wrapped model under autocast and/or with channels-last inputs; returns float32."""
 
@@ -127,20 +149,49 @@ class InferenceModel(nn.Module):
         return out.float()
 
 
+class CompiledModel(nn.Module):
+    """torch.compile of a module with an eager fallback: if compiling (or running the compiled graph)
+    raises, a RuntimeWarning names the error and this and every later call run the module eagerly."""
+
+    def __init__(self, module: nn.Module):
+        super().__init__()
+        self.module = module
+        self.compiled = torch.compile(module)
+        self.failed: str | None = None
+
+    def forward(self, *args, **kwargs):
+        if self.failed is None:
+            try:
+                return self.compiled(*args, **kwargs)
+            except Exception as e:  # noqa: BLE001 - any compiler failure falls back, named in the warning
+                self.failed = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+                warnings.warn(f"torch.compile failed ({self.failed[:300]}); running this model eagerly "
+                              "(`certify.compile: false` avoids the attempt)", RuntimeWarning, stacklevel=2)
+        return self.module(*args, **kwargs)
+
+
 def prepare_for_inference(model: nn.Module, device: str | torch.device = "cpu", channels_last: bool = False,
-                          autocast_dtype: torch.dtype | None = None, sdpa: bool = False) -> nn.Module:
-    """eval(), no grad, moved to `device`; optional speed-ups, all off by default:
-    channels_last memory format, autocast to `autocast_dtype` (torch.bfloat16 / torch.float16), and fused
-    SDPA attention in the UNet. GroupNorm and the einsum-attention softmax stay float32 under autocast.
-    Returns the model itself when nothing is enabled, otherwise an InferenceModel wrapper (its state_dict
-    keys gain a `module.` prefix, so load checkpoints before calling this)."""
+                          precision: str = "fp32", sdpa: bool = False, compile: bool = False,
+                          fold_batchnorm: bool = False) -> nn.Module:
+    """eval(), no grad, moved to `device`; the arithmetic of `precision` (apply_precision) and optional
+    speed-ups, all off by default: channels_last memory format; fused SDPA attention in the UNet;
+    BatchNorm folded into the preceding convolutions of the CIFAR ResNets (eval-mode statistics);
+    torch.compile with an eager fallback (CompiledModel). Under bf16, GroupNorm statistics and the
+    einsum-attention softmax stay float32. Returns the model itself when nothing wraps it, otherwise a
+    wrapper (its state_dict keys gain a `module.` prefix, so load checkpoints before calling this)."""
     device = torch.device(device)
+    apply_precision(precision, device)
     model.eval().requires_grad_(False).to(device)
+    if fold_batchnorm:
+        for module in model.modules():
+            if isinstance(module, CifarResNet):
+                module.fold_batchnorm()
     if channels_last:
         model.to(memory_format=torch.channels_last)
     for module in model.modules():
         if isinstance(module, AttentionBlock):
             module.use_sdpa = sdpa
-    if not channels_last and autocast_dtype is None:
-        return model
-    return InferenceModel(model, device.type, autocast_dtype, channels_last).eval()
+    autocast_dtype = torch.bfloat16 if precision == "bf16" else None
+    if channels_last or autocast_dtype is not None:
+        model = InferenceModel(model, device.type, autocast_dtype, channels_last).eval()
+    return CompiledModel(model).eval() if compile else model

@@ -3,16 +3,6 @@
 #   all_data -> all_models -> all_certified -> all_tables (Snakefile)
 
 
-def trained_outputs():
-    """Checkpoints (and their training reports) that the pipeline trains itself; [] for user-supplied ones."""
-    out = []
-    if config["diffusion"].get("train"):
-        out += [config["diffusion"]["checkpoint"], f"{RESULTS}/{EXP}/checkpoints/diffusion.report.json"]
-    for name in TRAINED:
-        out += [f"{RESULTS}/{EXP}/checkpoints/{name}.pt", f"{RESULTS}/{EXP}/checkpoints/{name}.report.json"]
-    return out
-
-
 rule all_data:
     """The dataset files the experiment reads (digits: made by prepare_data; others: user-supplied)."""
     input:
@@ -30,3 +20,9 @@ rule all_certified:
     """Every certified cell of the experiment, merged (per sigma group in fused mode, per cell otherwise)."""
     input:
         certified_rows(),
+
+
+localrules:
+    all_data,
+    all_models,
+    all_certified,
