@@ -13,8 +13,9 @@ import re
 import pytest
 import yaml
 
-from diffsmooth.grid import build_grid, cell_id
+from diffsmooth.grid import build_grid
 from diffsmooth.report import render_all
+from diffsmooth.paths import Layout
 from diffsmooth.rows import HEADER, format_row
 
 from conftest import REPO
@@ -42,7 +43,7 @@ def synthetic_rows(results, grid) -> None:
             radius = 0.05 * ((i * (j + 1)) % 11) if correct else 0.0
             lines.append(format_row(idx, 1, 1 if correct else -1, radius, correct, 0.01, 9 if correct else 0,
                                     cell.N, 0.9 if correct else 0.0))
-        path = results / grid.experiment / "cells" / cell_id(cell) / "rows.tsv"
+        path = Layout(results, grid.experiment).rows(cell)  # the layout, not spelled again
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("".join(lines))
 

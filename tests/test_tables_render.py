@@ -15,8 +15,9 @@ import pytest
 import yaml
 
 from diffsmooth import plots
-from diffsmooth.grid import build_grid, cell_id, validate_config
+from diffsmooth.grid import build_grid, validate_config
 from diffsmooth.paper import load_paper_table, radius_column_names
+from diffsmooth.paths import Layout
 from diffsmooth.rows import HEADER, format_row
 from diffsmooth.tables import (
     RowCache,
@@ -60,7 +61,7 @@ def synthetic_rows(results, grid) -> None:
             radius = 0.05 * ((7 * i + 3 * j) % 10) if correct else 0.0
             lines.append(format_row(idx, 1, 1 if correct else -1, radius, correct, 0.01, 9 if correct else 0,
                                     cell.N, 0.9 if correct else 0.0))
-        path = results / grid.experiment / "cells" / cell_id(cell) / "rows.tsv"
+        path = Layout(results, grid.experiment).rows(cell)  # the layout, not spelled again
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("".join(lines))
 
