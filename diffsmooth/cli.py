@@ -11,6 +11,9 @@ import json
 import sys
 from pathlib import Path
 
+from .config import DEFAULT_CONFIG
+from .experiments import EXPERIMENTS_FILE
+
 EPILOG = "Config files live in config/ (config/config.yaml: the digits default; config/fast.yaml: tests)."
 
 
@@ -28,7 +31,7 @@ def _threads(value: str) -> int:
 
 
 def _config_arg(p):
-    p.add_argument("--configfile", default="config/config.yaml",
+    p.add_argument("--configfile", default=str(DEFAULT_CONFIG),
                    help="experiment config (validated against workflow/schemas/config.schema.yaml)")
     p.add_argument("--results", default="results", help="results root (default: results/)")
     p.add_argument("--threads", type=_threads, default=None,
@@ -118,7 +121,7 @@ def main(argv=None) -> int:
 
     p = sub.add_parser("stand-in", help="write random-weight stand-ins, in the real file formats, for every "
                                         "user-supplied file the config expects (docs/standin.md)")
-    p.add_argument("--configfile", default="config/config.yaml", help="experiment config whose inputs to stand in for")
+    p.add_argument("--configfile", default=str(DEFAULT_CONFIG), help="experiment config whose inputs to stand in for")
     p.add_argument("--threads", type=_threads, default=None, help="torch threads (default: `threads` of the config)")
     p.add_argument("--out-root", default=".", help="directory the config's relative paths start from (default: .)")
     p.add_argument("--force", action="store_true", help="replace existing files (they may be real checkpoints!)")
@@ -127,7 +130,19 @@ def main(argv=None) -> int:
     p.add_argument("--images-per-class", type=int, default=50, help="ImageNet images per class (default 50)")
     p.add_argument("-n", "--dry-run", action="store_true", help="list what would be written, write nothing")
 
+    p = sub.add_parser("run-experiment", help="run one experiment of config/experiments.yaml with Snakemake: the "
+                                              "command of dvc.yaml's experiment@<name> stages (docs/dvc.md)")
+    p.add_argument("name", nargs="?", help="experiment name (default: from $DVC_STAGE, experiment@<name>)")
+    p.add_argument("--experiments", default=str(EXPERIMENTS_FILE), help="the experiments file")
+    p.add_argument("--cores", type=_threads, default=2, help="Snakemake --cores (default 2, as dvc.yaml's stages)")
+    p.epilog = "Arguments after `--` go to Snakemake (a profile is read from $SNAKEMAKE_PROFILE)."
+
+    argv = sys.argv[1:] if argv is None else list(argv)
+    passed_on = []  # run-experiment's Snakemake arguments: split off first, argparse would take one for the name
+    if argv[:1] == ["run-experiment"] and "--" in argv:
+        argv, passed_on = argv[:argv.index("--")], argv[argv.index("--") + 1:]
     args = parser.parse_args(argv)
+    args.snakemake_args = passed_on
     try:
         return _run(args)
     except KeyboardInterrupt:
@@ -329,8 +344,17 @@ COMMANDS = {
 }
 
 
+def _run_experiment(args) -> int:
+    from .experiments import run_experiment
+
+    return run_experiment(args.name, args.cores, args.snakemake_args, path=args.experiments)
+
+
 def _run(args) -> int:
     from .config import load_config
+
+    if args.command == "run-experiment":  # the one command without a --configfile: its config is the entry's
+        return _run_experiment(args)
 
     config = load_config(args.configfile)
     if args.threads is not None:

@@ -25,6 +25,9 @@ PRODUCTS = {
     "merge": ("diffsmooth.merge",),
     "import": ("diffsmooth.importing",),
     "tables": ("diffsmooth.report",),
+    # dvc.yaml's experiment@<name>: one whole Snakemake run (the products above, as its rules make them)
+    "experiment": ("diffsmooth.experiments", "diffsmooth.data", "diffsmooth.training", "diffsmooth.merge",
+                   "diffsmooth.importing", "diffsmooth.report"),
 }
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +21,12 @@ SCHEMA = Path(__file__).resolve().parent / "schemas" / "config.schema.yaml"
 # What a user opens: the catalogue's path in a checkout, the package's file in an installed wheel.
 _CATALOGUE_SCHEMA = REPO_ROOT / "workflow" / "schemas" / "config.schema.yaml"
 SCHEMA_SHOWN = ("workflow/schemas/config.schema.yaml" if _CATALOGUE_SCHEMA.exists() else str(SCHEMA))
+
+# The embedded default's config under its two names: Snakemake's default (and the workflow catalogue's) is a
+# link to DVC's default parameters file, which holds the bytes (DVC reads past revisions from git, where it
+# cannot follow a link), so that DVC and Snakemake read one file and a bare `dvc exp run -S key=value` edits it.
+DEFAULT_CONFIG = Path("config/config.yaml")
+DVC_PARAMS = Path("params.yaml")
 
 # Names that become path components or reach a shell: experiment, classifier keys, model and table ids.
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$"
@@ -103,6 +110,16 @@ def check_layers(paths: list) -> None:
                           "that set only the keys they change (and no `experiment:`), or --config key=value")
 
 
+def check_default_config(root=".") -> None:
+    """Refuse a checkout where config/config.yaml and params.yaml became two files (a `mv` or an editor that
+    replaces the link): Snakemake would run one config and DVC track the other."""
+    config, params = Path(root) / DEFAULT_CONFIG, Path(root) / DVC_PARAMS
+    if config.exists() and params.exists() and not os.path.samefile(config, params):
+        raise ConfigError(f"{DEFAULT_CONFIG} (what Snakemake reads) and {DVC_PARAMS} (what DVC reads) are two "
+                          f"files: {DEFAULT_CONFIG} must be a link to ../{DVC_PARAMS}. Keep the one you edited as "
+                          f"{DVC_PARAMS}, then `ln -sf ../{DVC_PARAMS} {DEFAULT_CONFIG}`")
+
+
 def write_effective(config: dict, path) -> Path:
     """The merged config the jobs read (`--configfile` of every job), rewritten only when it changed."""
     from .rows import atomic_write_text
@@ -151,6 +168,11 @@ def _non_finite(value, path=()) -> list[str]:
     return []
 
 
+def schema() -> dict:
+    """The config schema (diffsmooth/schemas/config.schema.yaml)."""
+    return yaml.safe_load(SCHEMA.read_text())
+
+
 def validate_config(config, source: str = "config") -> None:
     """JSON-schema validation (the schema Snakemake's `validate` uses) with defaults filled, then cross-key checks."""
     if not isinstance(config, dict):
@@ -159,8 +181,7 @@ def validate_config(config, source: str = "config") -> None:
     bad = _non_finite(config)
     if bad:
         raise ConfigError(f"{source}: {', '.join(bad)}: NaN or infinity is not a setting; give a finite number")
-    schema = yaml.safe_load(SCHEMA.read_text())
-    validator = _validator_class()(schema)
+    validator = _validator_class()(schema())
     errors = sorted(validator.iter_errors(config), key=lambda e: [str(p) for p in e.path])
     if errors:
         lines = [f"  - {'/'.join(str(p) for p in e.path) or '<top>'}: {e.message}{_schema_fix(e)}" for e in errors[:10]]

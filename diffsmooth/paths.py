@@ -53,9 +53,22 @@ class Layout:
     def experiment_dir(self) -> Path:
         return self.root / self.experiment
 
+    # the folders DVC tracks as outs (dvc.yaml): cells, sigma groups, trained checkpoints
+    @property
+    def cells_dir(self) -> Path:
+        return self.experiment_dir / "cells"
+
+    @property
+    def groups_dir(self) -> Path:
+        return self.experiment_dir / "groups"
+
+    @property
+    def checkpoints_dir(self) -> Path:
+        return self.experiment_dir / "checkpoints"
+
     # cells
     def cell_dir(self, cell) -> Path:
-        return self.experiment_dir / "cells" / _id(cell)
+        return self.cells_dir / _id(cell)
 
     def rows(self, cell) -> Path:
         return self.cell_dir(cell) / ROWS
@@ -71,7 +84,7 @@ class Layout:
 
     # sigma groups (fused mode)
     def group_dir(self, group: str) -> Path:
-        return self.experiment_dir / "groups" / group
+        return self.groups_dir / group
 
     def group_shard_summary(self, group: str, shard, key: str) -> Path:
         return self.group_dir(group) / "shards" / f"{_shard(shard)}-{key}.json"
@@ -81,10 +94,10 @@ class Layout:
 
     # models, logs, measurements, tables
     def checkpoint(self, name: str) -> Path:
-        return self.experiment_dir / "checkpoints" / f"{name}.pt"
+        return self.checkpoints_dir / f"{name}.pt"
 
     def training_report(self, name: str) -> Path:
-        return self.experiment_dir / "checkpoints" / f"{name}.report.json"
+        return self.checkpoints_dir / f"{name}.report.json"
 
     def log(self, rule: str, name: str) -> Path:
         return self.experiment_dir / "logs" / rule / f"{name}.log"

@@ -48,7 +48,7 @@ def copy_repo(dest: Path) -> Path:
         src = REPO / f
         if src.is_file():
             (dest / f).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dest / f)
+            shutil.copy2(src, dest / f, follow_symlinks=False)  # config/config.yaml stays a link to params.yaml
     return dest
 
 

@@ -469,3 +469,26 @@ def test_dvc_record_file_and_dir(tmp_path, monkeypatch):
         {"path": "data/checkpoints", "md5": "ab" * 16 + ".dir"}]}}}))
     rec = dvc_record(f)
     assert rec["md5"] is None and "directory data/checkpoints" in rec["source"]
+
+
+def test_dvc_record_of_a_folder_tracked_in_the_checkpoints_project(tmp_path, monkeypatch):
+    """data/checkpoints/ is a DVC project of its own: a file inside a folder its `<folder>.dvc` tracks is
+    found through that file, and the folder's manifest is read from that project's cache, not the root's."""
+    monkeypatch.chdir(tmp_path)
+    project = tmp_path / "data" / "checkpoints"
+    f = project / "beit_large_patch16_224" / "noise_sd0.25" / "checkpoint.pth.tar"
+    f.parent.mkdir(parents=True)
+    f.write_bytes(b"beit")
+    (tmp_path / ".dvc").mkdir()
+    (project / ".dvc").mkdir()
+    dir_md5 = "cd" * 16
+    (project / "beit_large_patch16_224.dvc").write_text(yaml.safe_dump(
+        {"outs": [{"md5": dir_md5 + ".dir", "path": "beit_large_patch16_224"}]}))
+    rec = dvc_record(f)
+    assert rec["md5"] is None and "beit_large_patch16_224.dvc" in rec["source"]
+    manifest = project / ".dvc/cache/files/md5" / dir_md5[:2] / (dir_md5[2:] + ".dir")
+    manifest.parent.mkdir(parents=True)
+    file_md5 = hashlib.md5(b"beit").hexdigest()
+    manifest.write_text(json.dumps([{"md5": file_md5, "relpath": "noise_sd0.25/checkpoint.pth.tar"}]))
+    assert dvc_record(f) == {"source": "data/checkpoints/beit_large_patch16_224.dvc, directory "
+                                       "data/checkpoints/beit_large_patch16_224", "md5": file_md5}

@@ -39,7 +39,7 @@ CKPT = Path("results/digits-fast/checkpoints")
 def tree(fast_run, tmp_path_factory) -> Path:
     """A private copy of the finished fast experiment (other test files share fast_run itself)."""
     root = tmp_path_factory.mktemp("bad_inputs") / "repo"
-    shutil.copytree(fast_run, root, ignore=shutil.ignore_patterns(".snakemake", "__pycache__"))
+    shutil.copytree(fast_run, root, symlinks=True, ignore=shutil.ignore_patterns(".snakemake", "__pycache__"))
     return root
 
 

@@ -6,7 +6,8 @@ import yaml
 from conftest import REPO, run
 from diffsmooth.codedeps import PRODUCTS, closure, product_sources
 
-DVC_STAGE_PRODUCT = {"data": "data", "train": "train", "certify": "merge", "tables": "tables"}
+DVC_STAGE_PRODUCT = {"data": "data", "train": "train", "certify": "merge", "tables": "tables",
+                     "experiment": "experiment"}
 
 
 def test_closure_follows_lazy_and_relative_imports():
@@ -22,7 +23,8 @@ def test_dvc_stage_deps_are_the_import_closure():
     stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
     assert set(DVC_STAGE_PRODUCT) == set(stages)
     for stage, product in DVC_STAGE_PRODUCT.items():
-        listed = sorted(d for d in stages[stage]["deps"] if d.startswith("diffsmooth/") and d.endswith(".py"))
+        spec = stages[stage].get("do", stages[stage])  # a foreach stage's deps are under `do:`
+        listed = sorted(d for d in spec["deps"] if d.startswith("diffsmooth/") and d.endswith(".py"))
         assert listed == product_sources(product), f"dvc.yaml stage {stage}: run workflow/scripts/update_dvc_deps.py"
     assert set(DVC_STAGE_PRODUCT.values()) <= set(PRODUCTS)
 
@@ -46,7 +48,7 @@ def _scheduled(root, config="config/fast.yaml") -> dict:
 
 def test_edits_rerun_exactly_what_they_affect(fast_run, tmp_path):
     root = tmp_path / "repo"  # the finished fast run with its own code, results and Snakemake metadata
-    shutil.copytree(fast_run, root, ignore=shutil.ignore_patterns("locks", "incomplete", "__pycache__"))
+    shutil.copytree(fast_run, root, symlinks=True, ignore=shutil.ignore_patterns("locks", "incomplete", "__pycache__"))
     assert _scheduled(root) == {}  # the copy is up to date
     # (i) a comment in the noise module changes no result: no certification job, nothing at all
     noise = root / "diffsmooth" / "noise.py"

@@ -1,4 +1,5 @@
-"""DVC on top of the Snakemake workflow: dvc.yaml, .dvc/, .dvcignore and data/checkpoints/*.dvc.
+"""DVC on top of the Snakemake workflow: dvc.yaml, params.yaml, .dvc/, .dvcignore, config/experiments.yaml and
+the checkpoints' own DVC project, data/checkpoints/ (.dvc/ and *.dvc).
 
 Every DVC command runs in a copy of the repository made a git repository with a throwaway identity,
 with analytics off (DVC_NO_ANALYTICS=1 from `pipeline_env`) and no network: the checkpoints' import
@@ -97,6 +98,36 @@ def test_dvc_config_committed():
     assert "cache" not in conf or "type" not in conf["cache"], "links into the cache would let Snakemake corrupt it"
     ignored = (REPO / ".dvcignore").read_text().split()
     assert "__pycache__/" in ignored and "*.pyc" in ignored
+    # one config under both default names: DVC's params.yaml holds it (DVC reads past revisions from git,
+    # where it cannot follow a link), Snakemake's config/config.yaml links to it
+    assert (REPO / "params.yaml").is_file() and not (REPO / "params.yaml").is_symlink()
+    assert os.readlink(REPO / "config" / "config.yaml") == "../params.yaml"
+
+
+def test_two_files_under_the_default_config_names_are_refused(tmp_path):
+    from diffsmooth.config import ConfigError, check_default_config
+
+    (tmp_path / "config").mkdir()
+    (tmp_path / "params.yaml").write_text("seed: 0\n")
+    (tmp_path / "config" / "config.yaml").symlink_to("../params.yaml")
+    check_default_config(tmp_path)
+    (tmp_path / "config" / "config.yaml").unlink()
+    (tmp_path / "config" / "config.yaml").write_text("seed: 0\n")  # what `mv edited.yaml config/config.yaml` leaves
+    with pytest.raises(ConfigError, match=r"ln -sf \.\./params\.yaml config/config\.yaml"):
+        check_default_config(tmp_path)
+
+
+def test_checkpoints_are_a_dvc_project_of_their_own():
+    """data/checkpoints/ has its own .dvc/: telemetry off, and a default remote next to the clone, apart from
+    the pipeline's (a `dvc gc -c` in one project must not delete the other's objects)."""
+    from dvc.config import Config
+
+    project = REPO / "data" / "checkpoints"
+    conf = Config(dvc_dir=str(project / ".dvc"), validate=False).load_one("repo")
+    assert str(conf["core"]["analytics"]).lower() == "false"
+    assert Path(conf["remote"][conf["core"]["remote"]]["url"]) == REPO.parent / "diffsmooth-checkpoints-dvc-remote"
+    root = Config(dvc_dir=str(REPO / ".dvc"), validate=False).load_one("repo")
+    assert root["remote"]["local"]["url"] != conf["remote"][conf["core"]["remote"]]["url"]
 
 
 def test_checkpoint_files_are_committed_and_binaries_ignored():
@@ -104,13 +135,14 @@ def test_checkpoint_files_are_committed_and_binaries_ignored():
         return subprocess.run(["git", "check-ignore", "-q", path], cwd=REPO).returncode == 0
 
     names = [*CHECKPOINT_SOURCES, *MANUAL_CHECKPOINTS, "README.md"]
-    assert sorted(p.name for p in (REPO / "data/checkpoints").glob("*.dvc")) == sorted(names[:-1])
-    for name in names:
+    assert sorted(p.name for p in (REPO / "data/checkpoints").glob("*.dvc") if p.is_file()) == sorted(names[:-1])
+    for name in [*names, ".dvc/config", ".dvc/.gitignore", ".dvcignore", ".gitignore"]:
         assert not ignored(f"data/checkpoints/{name}"), f"data/checkpoints/{name} must be committable"
     for path in ("data/checkpoints/cifar10_uncond_50M_500K.pt", "data/checkpoints/cohen_models.tar",
                  "data/checkpoints/cohen/models/cifar10/resnet110/noise_0.25/checkpoint.pth.tar",
                  "data/checkpoints/smoothadv/cifar10/PGD_2steps/eps_64/cifar10/resnet110/noise_0.12/checkpoint.pth.tar",
-                 "data/checkpoints/beit_large_patch16_224/noise_sd0.25/checkpoint.pth.tar"):
+                 "data/checkpoints/beit_large_patch16_224/noise_sd0.25/checkpoint.pth.tar",
+                 "data/checkpoints/.dvc/cache/files/md5/ab/cdef", "data/checkpoints/.dvc/config.local"):
         assert ignored(path), f"{path} must stay out of git"
     # DVC's own matcher must not read the folder as ignored, or it never collects the .dvc files in it
     from scmrepo.git import Git
@@ -131,23 +163,27 @@ def test_checkpoint_imports_record_sources_and_work_offline(tmp_path):
 
     from dvc.repo import Repo
 
-    with Repo(str(root)) as repo:
-        seen = {Path(s.path).resolve().relative_to(root.resolve()).as_posix() for s in repo.index.stages}
-    assert {f"data/checkpoints/{n}" for n in [*CHECKPOINT_SOURCES, *MANUAL_CHECKPOINTS]} <= seen
+    def stage_files(path):
+        with Repo(str(path)) as repo:
+            return {Path(s.path).resolve().relative_to(path.resolve()).as_posix() for s in repo.index.stages}
 
-    files = sorted(f"data/checkpoints/{n}" for n in [*CHECKPOINT_SOURCES, *MANUAL_CHECKPOINTS])
-    status = dvc(["status", *files], root, timeout=120)
-    for name in files:
-        assert name in status
-    assert status.count("deleted:") == len(files), status  # not downloaded, and nothing fetched
+    names = sorted([*CHECKPOINT_SOURCES, *MANUAL_CHECKPOINTS])
+    assert stage_files(root / "data/checkpoints") == set(names)  # their own project ...
+    assert not any(f.startswith("data/checkpoints/") for f in stage_files(root))  # ... not the pipeline's
+
+    status = dvc(["--cd", "data/checkpoints", "status"], root, timeout=120)
+    for name in names:
+        assert f"{name}:" in status
+    assert status.count("deleted:") == len(names), status  # not downloaded, and nothing fetched
+    assert "data/checkpoints" not in dvc(["status"], root)  # the root project reports its own stages only
 
 
 @pytest.mark.slow
 def test_dvc_data_status_offline(tmp_path):
-    """`dvc data status` asks the import sources for their metadata; offline every request fails after
-    its retries (about 25 s here), and the command still succeeds."""
+    """`dvc data status` in the checkpoints' project asks the import sources for their metadata; offline every
+    request fails after its retries (about 25 s here), and the command still succeeds."""
     root = git_copy(tmp_path / "repo")
-    assert "No changes" in dvc(["data", "status"], root, timeout=300)
+    assert "No changes" in dvc(["--cd", "data/checkpoints", "data", "status"], root, timeout=300)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -176,7 +212,8 @@ def _dry_run_jobs(root: Path) -> list:
 
 def _allowed_rules(cmd: str) -> tuple:
     tokens = cmd.split()
-    assert tokens[0] == "snakemake", cmd
+    assert tokens[:3] == ["sh", "workflow/scripts/with_env.sh", "snakemake"], cmd
+    tokens = tokens[2:]
     target = tokens[1]
     i = tokens.index("--allowed-rules")
     allowed = []
@@ -236,18 +273,50 @@ def test_dvc_stages_match_the_workflow(tmp_path):
                                              f"of stage {owner[job['rule']]}")
 
 
+def test_a_stage_runs_with_nothing_activated(tmp_path):
+    """`.venv/bin/dvc repro` from a shell where nothing is activated: the stage commands find snakemake and
+    diffsmooth in the checkout's .venv/ through workflow/scripts/with_env.sh (the data stage, end to end)."""
+    if not (REPO / ".venv" / "bin" / "dvc").is_file():
+        pytest.skip("needs the checkout's .venv/ (make setup), which the stages fall back to")
+    root = git_copy(tmp_path / "repo")
+    (root / ".venv").symlink_to(REPO / ".venv")  # a clone with `make setup` done (.venv/ is git-ignored)
+    bare = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "DVC_NO_ANALYTICS": "1", "LANG": "C.UTF-8"}
+    proc = subprocess.run([str(root / ".venv/bin/dvc"), "repro", "data"], cwd=root, env=bare, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert (root / "data/digits/test.npz").is_file() and stages_ran(proc.stdout + proc.stderr) == {"data"}
+    missing = subprocess.run(["sh", "workflow/scripts/with_env.sh", "no-such-tool"], cwd=root, env=bare,
+                             capture_output=True, text=True)
+    assert missing.returncode == 127 and "make setup" in missing.stderr
+
+
 # ---------------------------------------------------------------------------------------------------
 # End to end on the fast experiment
 
 
+@pytest.fixture(scope="module")
+def fast_repro(tmp_path_factory):
+    """A clone of the fast experiment after its first `dvc repro`, and that run's output (run once: each test
+    works on a copy of it, `reproduced`)."""
+    root = git_copy(tmp_path_factory.mktemp("dvc-fast") / "repo", fast=True)
+    return root, dvc(["repro"], root, timeout=900)
+
+
+def reproduced(fast_repro, dest: Path) -> Path:
+    """A copy of the reproduced clone: git, DVC cache, results and their modification times. The committed
+    remote is a folder next to the clone, so every copy has a remote of its own."""
+    shutil.copytree(fast_repro[0], dest, symlinks=True)
+    return dest
+
+
 @pytest.mark.slow
-def test_dvc_repro_noop_params_push_pull(tmp_path):
-    root = git_copy(tmp_path / "repo", fast=True)
+def test_dvc_repro_noop_params_push_pull(fast_repro, tmp_path):
+    root = reproduced(fast_repro, tmp_path / "repo")
     exp = yaml.safe_load((root / "config/config.yaml").read_text())["experiment"]
     tables = root / "results" / "tables" / exp
 
     # 1. fresh: every stage runs, end to end
-    out = dvc(["repro"], root, timeout=900)
+    out = fast_repro[1]
     assert stages_ran(out) == set(STAGES), out
     assert (tables / "table1.md").is_file() and (tables / "figure3.png").is_file()
     assert lock(root)["stages"].keys() == set(STAGES)
@@ -260,7 +329,7 @@ def test_dvc_repro_noop_params_push_pull(tmp_path):
     # 2. again: nothing runs, status is clean
     out = dvc(["repro"], root)
     assert stages_ran(out) == set(), out
-    assert "up to date" in dvc(["status", "dvc.yaml"], root)
+    assert "Data and pipelines are up to date." in dvc(["status"], root)
 
     # 3. push to the committed default remote (a folder next to the clone), wipe outs and cache, pull
     before = out_files(root)
@@ -274,10 +343,10 @@ def test_dvc_repro_noop_params_push_pull(tmp_path):
             shutil.rmtree(p) if p.is_dir() else p.unlink()
     shutil.rmtree(root / ".dvc" / "cache")
     shutil.rmtree(root / ".snakemake", ignore_errors=True)  # as in a fresh clone
-    assert "deleted" in dvc(["status", "dvc.yaml"], root)
-    dvc(["pull", "dvc.yaml"], root, timeout=300)
+    assert "deleted" in dvc(["status"], root)
+    dvc(["pull"], root, timeout=300)  # bare: the pipeline's outs only (the checkpoints are another project)
     assert out_files(root) == before
-    assert "up to date" in dvc(["status", "dvc.yaml"], root)
+    assert "up to date" in dvc(["status"], root)
     assert stages_ran(dvc(["repro"], root)) == set()
 
     # 4. a table-only parameter: only `tables` runs, and Snakemake runs only the table rules there,
@@ -289,7 +358,7 @@ def test_dvc_repro_noop_params_push_pull(tmp_path):
     assert not re.search(r"rule (train_|certify_|merge_|prepare_)", out), out
     header = next(line for line in (tables / "table1.md").read_text().splitlines() if line.startswith("| Method"))
     assert f"{2 * old_step:.2f}" in header and f"{old_step:.2f}" not in header, header
-    assert lock(root)["stages"]["tables"]["params"]["config/config.yaml"]["radii"]["step"] == round(2 * old_step, 6)
+    assert lock(root)["stages"]["tables"]["params"]["params.yaml"]["radii"]["step"] == round(2 * old_step, 6)
 
     # 5. a certification parameter: `certify` and `tables` run, not `data`/`train`; the new cells are
     #    certified (Snakemake alone would not notice: the group files do not name N) and tabulated
@@ -300,12 +369,12 @@ def test_dvc_repro_noop_params_push_pull(tmp_path):
     assert stages_ran(out) == {"certify", "tables"}, out
     assert not re.search(r"rule (train_|prepare_)", out), out
     assert f"_N{new_n}_" in (tables / "table1.cells.csv").read_text()
-    assert lock(root)["stages"]["certify"]["params"]["config/config.yaml"]["certify"]["N"] == new_n
+    assert lock(root)["stages"]["certify"]["params"]["params.yaml"]["certify"]["N"] == new_n
     assert stages_ran(dvc(["repro"], root)) == set()
 
 
 # ---------------------------------------------------------------------------------------------------
-# Metrics and plots: `dvc metrics show`, `dvc plots show`, `dvc exp run -S config/config.yaml:...`
+# Metrics and plots: `dvc metrics show`, `dvc plots show`, `dvc exp run -S certify.N=...`, experiment@<name>
 
 
 def test_metrics_and_plot_data_follow_the_rendered_values():
@@ -363,16 +432,30 @@ def _markdown_rows(path: Path) -> list:
     return out
 
 
+def _paper_like(fast: dict) -> dict:
+    """A grid on the fast experiment's trained checkpoints, named as given (no `train:` blocks): what the
+    paper's configs are, on user-supplied checkpoints. Ten images, one table."""
+    cfg = json.loads(json.dumps(fast))
+    cfg["experiment"] = "digits-paper"
+    cfg["dataset"]["images"] = {"start": 0, "stop": 10, "skip": 1}
+    cfg["diffusion"].pop("train")
+    for clf in cfg["classifiers"].values():
+        clf.pop("train")
+    cfg["tables"] = {"table4": cfg["tables"]["table4"]}
+    return cfg
+
+
 @pytest.mark.slow
-def test_dvc_metrics_plots_status_and_exp_run(tmp_path):
+def test_dvc_metrics_plots_status_and_exp_run(fast_repro, tmp_path):
     """After `dvc repro` of the fast experiment: `dvc metrics show` and `dvc plots show` show every table's
-    numbers (the Markdown tables' own), `dvc status dvc.yaml` is clean and a bare `dvc status` names only the
-    paper's checkpoint stubs (not downloaded); `dvc exp run dvc.yaml -S config/config.yaml:certify.N=…`
-    reruns certify and tables and records the experiment with its metrics."""
-    root = git_copy(tmp_path / "repo", fast=True)
+    numbers (the Markdown tables' own) and a bare `dvc status` is clean; a bare `dvc exp run -S certify.N=…`
+    (config/config.yaml is params.yaml) reruns certify and tables and records the experiment with its
+    metrics; an entry added to config/experiments.yaml runs as stage experiment@<name>, with its own
+    metrics, and `dvc status` is clean again."""
+    root = reproduced(fast_repro, tmp_path / "repo")
     exp = yaml.safe_load((root / "config/config.yaml").read_text())["experiment"]
     table_ids = list(yaml.safe_load((root / "config/config.yaml").read_text())["tables"])
-    assert stages_ran(dvc(["repro"], root, timeout=900)) == set(STAGES)
+    assert stages_ran(fast_repro[1]) == set(STAGES)
 
     metrics_file = f"results/{exp}/metrics.json"
     shown = json.loads(run(["dvc", "metrics", "show", "--json"], root).stdout)
@@ -394,21 +477,36 @@ def test_dvc_metrics_plots_status_and_exp_run(tmp_path):
     html = dvc(["plots", "show", "-o", str(tmp_path / "plots")], root)
     assert "index.html" in html and "certified_accuracy" in (tmp_path / "plots" / "index.html").read_text()
 
-    assert "up to date" in dvc(["status", "dvc.yaml"], root)
-    bare = dvc(["status"], root)
-    stubs = sorted(f"data/checkpoints/{n}" for n in [*CHECKPOINT_SOURCES, *MANUAL_CHECKPOINTS])
-    assert sorted(re.findall(r"^(\S+\.dvc):$", bare, re.M)) == stubs, bare
+    assert "Data and pipelines are up to date." in dvc(["status"], root)
 
     old_n = yaml.safe_load((root / "config/config.yaml").read_text())["certify"]["N"]
     new_n = old_n * 3 // 5
-    out = dvc(["exp", "run", "dvc.yaml", "-S", f"config/config.yaml:certify.N={new_n}"], root, timeout=900)
+    out = dvc(["exp", "run", "-S", f"certify.N={new_n}"], root, timeout=900)
     assert stages_ran(out) == {"certify", "tables"}, out
+    assert (root / "config/config.yaml").is_symlink(), "DVC must edit params.yaml in place, keeping the link"
     assert yaml.safe_load((root / "config/config.yaml").read_text())["certify"]["N"] == new_n
     assert f"N = {new_n}" in (root / "results/tables" / exp / "table4.md").read_text()
     status = subprocess.run(["git", "status", "--porcelain"], cwd=root, capture_output=True, text=True).stdout
-    assert sorted(status.splitlines()) == [" M config/config.yaml", "?? dvc.lock"], status  # stubs untouched
+    assert sorted(status.splitlines()) == [" M params.yaml", "?? dvc.lock"], status
     exps = json.loads(run(["dvc", "exp", "show", "--json"], root).stdout)
     runs = [r for e in exps for x in (e.get("experiments") or []) for r in x["revs"]]
-    assert [r["data"]["params"]["config/config.yaml"]["data"]["certify"]["N"] for r in runs] == [new_n]
+    assert [r["data"]["params"]["params.yaml"]["data"]["certify"]["N"] for r in runs] == [new_n]
     assert sorted(runs[0]["data"]["metrics"][metrics_file]["data"]) == sorted(table_ids)
-    assert "up to date" in dvc(["status", "dvc.yaml"], root)
+    assert "Data and pipelines are up to date." in dvc(["status"], root)
+
+    # A second experiment through DVC, as a paper grid is added: its config, then its entry.
+    paper = _paper_like(yaml.safe_load((root / "config/fast.yaml").read_text()))
+    (root / "config/digits-paper.yaml").write_text(yaml.safe_dump(paper, sort_keys=False))
+    subprocess.run(["git", "add", "config/digits-paper.yaml"], cwd=root, check=True)
+    subprocess.run(["git", "commit", "-q", "-m", "paper-like grid"], cwd=root, check=True, env={**os.environ, **IDENTITY})
+    entry = "config/experiments.yaml:+experiments.digits-paper=config/digits-paper.yaml"
+    out = dvc(["exp", "run", "-S", entry], root, timeout=900)
+    assert stages_ran(out) == {"experiment@digits-paper"}, out
+    assert not re.search(r"rule train_", out), out  # its models are the given checkpoints
+    assert yaml.safe_load((root / "config/experiments.yaml").read_text()) == {
+        "experiments": {"digits-paper": "config/digits-paper.yaml"}}
+    assert (root / "results/tables/digits-paper/table4.md").is_file()
+    shown = json.loads(run(["dvc", "metrics", "show", "--json"], root).stdout)[""]["data"]
+    assert list(shown["results/digits-paper/metrics.json"]["data"]) == ["table4"]
+    assert "Data and pipelines are up to date." in dvc(["status"], root)
+    assert stages_ran(dvc(["repro"], root)) == set()

@@ -162,7 +162,7 @@ def test_shard_lock_names_the_holder_and_dies_with_it(tmp_path):
 @pytest.fixture
 def tree(fast_run, tmp_path) -> Path:
     root = tmp_path / "repo"
-    shutil.copytree(fast_run, root, ignore=shutil.ignore_patterns(".snakemake", "__pycache__"))
+    shutil.copytree(fast_run, root, symlinks=True, ignore=shutil.ignore_patterns(".snakemake", "__pycache__"))
     return root
 
 
@@ -270,7 +270,7 @@ def test_full_or_read_only_disk_gives_one_line_and_a_rerun_recovers(tree, tmp_pa
 
 def test_deleted_merged_summary_is_rebuilt_and_a_deleted_rows_file_is_named(fast_run, tmp_path):
     root = tmp_path / "repo"
-    shutil.copytree(fast_run, root, ignore=shutil.ignore_patterns("__pycache__", "locks"))
+    shutil.copytree(fast_run, root, symlinks=True, ignore=shutil.ignore_patterns("__pycache__", "locks"))
     tables = root / "results" / "tables" / "digits-fast"
     before = {p.name: p.read_bytes() for p in tables.glob("*.md")}
     merged = next((root / "results" / "digits-fast" / "groups").rglob("merged-*.json"))

@@ -19,7 +19,7 @@ GROUP = "digits/sigma0.25"
 def tree(fast_run, tmp_path_factory):
     """The fast run's data and models, with a one-shard config so a job lasts long enough to be killed."""
     root = tmp_path_factory.mktemp("resume") / "repo"
-    shutil.copytree(fast_run, root, ignore=shutil.ignore_patterns(".snakemake"))
+    shutil.copytree(fast_run, root, symlinks=True, ignore=shutil.ignore_patterns(".snakemake"))
     config = yaml.safe_load((root / "config" / "fast.yaml").read_text())
     config["certify"]["shard_size"] = 40
     (root / "config" / "one-shard.yaml").write_text(yaml.safe_dump(config))
@@ -94,7 +94,7 @@ def test_changed_parameter_cannot_overwrite_a_cell(tree, reference_rows):
 
 def test_snakemake_killed_mid_certification_resumes(fast_run, tmp_path):
     root = tmp_path / "repo"
-    shutil.copytree(fast_run, root, ignore=shutil.ignore_patterns("locks"))
+    shutil.copytree(fast_run, root, symlinks=True, ignore=shutil.ignore_patterns("locks"))
     for done in ("cells", "groups"):  # keep data and models, redo certification
         shutil.rmtree(root / "results" / "digits-fast" / done)
     shutil.rmtree(root / "results" / "tables")

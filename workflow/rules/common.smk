@@ -12,7 +12,7 @@ from snakemake.utils import validate
 from diffsmooth.cell import CERTIFY_VERSION
 from diffsmooth.codedeps import product_sources
 from diffsmooth.compare import compared_tables, paper_number
-from diffsmooth.config import check_layers, validate_config, write_effective
+from diffsmooth.config import DEFAULT_CONFIG, check_default_config, check_layers, validate_config, write_effective
 from diffsmooth.grid import build_grid, cell_id, group_id, group_summary_path
 from diffsmooth.paths import Layout
 from diffsmooth.plan import job_estimate, throughput
@@ -30,7 +30,8 @@ os.environ.update(PATH=os.pathsep.join([sysconfig.get_path("scripts"), os.enviro
 # --config key=value layered on it by Snakemake (mappings merged key by key, other values replaced). Our loader
 # reads every file again: Snakemake's lets a repeated key silently win, ours refuses it; two complete configs are
 # refused (their merge would mix two grids).
-CONFIGFILES = [os.path.relpath(p) for p in workflow.overwrite_configfiles] or ["config/config.yaml"]
+check_default_config()
+CONFIGFILES = [os.path.relpath(p) for p in workflow.overwrite_configfiles] or [str(DEFAULT_CONFIG)]
 LAYERED = len(CONFIGFILES) > 1 or bool(workflow.config_settings.config)
 check_layers(CONFIGFILES)
 # our validation first: the same schema, but messages that name the key and the fix

@@ -35,10 +35,13 @@ listed under [Keys](#keys) below, generated from that schema.
 
 | file | what it is |
 |---|---|
-| `config/config.yaml` | the embedded default: DiffSmooth on scikit-learn's 8×8 digits (shipped inside scikit-learn, nothing to download), with the diffusion model and the Gaussian and SmoothAdv classifiers trained by the pipeline itself; 3 σ, m = 21, N = 1,000, 300 test images. What `snakemake -c2 all_tables`, `make tables` and `dvc repro` run. |
+| `config/config.yaml` | the embedded default: DiffSmooth on scikit-learn's 8×8 digits (shipped inside scikit-learn, nothing to download), with the diffusion model and the Gaussian and SmoothAdv classifiers trained by the pipeline itself; 3 σ, m = 21, N = 1,000, 300 test images. What `snakemake -c2 all_tables`, `make tables` and `dvc repro` run. A link to `../params.yaml`, DVC's default parameters file, which holds it: one file for Snakemake and DVC (docs/dvc.md). |
 | `config/fast.yaml` | the test variant of the default: one σ, 40 images, N = 500, m = 5, shorter training; about a minute on a CPU, and the test suite runs it end to end. |
 | `config/cifar10.yaml` | the paper's CIFAR-10 grid: every cell of Tables 1, 3, 4, 6, 12 and the CIFAR-10 row of Figure 3 (N = 100,000, 500 test images). Data and checkpoints are user-supplied (listed at the top of the file). |
 | `config/imagenet.yaml` | the paper's ImageNet grid: every cell of Tables 2, 3, 5, 7, 8, 11 and the ImageNet rows of Figure 3 (N = 10,000, 500 test images). Data and checkpoints are user-supplied (listed at the top of the file). |
+
+Besides the configs, `config/experiments.yaml` lists the experiments that DVC runs as stages of their own
+(`experiment@<name>`, none by default), each naming its config: see docs/dvc.md.
 
 ```bash
 snakemake -c2 all_tables                                               # config/config.yaml

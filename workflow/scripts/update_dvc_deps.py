@@ -12,23 +12,24 @@ sys.path.insert(0, str(ROOT))
 
 from diffsmooth.codedeps import product_sources  # noqa: E402
 
-STAGE_PRODUCT = {"data": "data", "train": "train", "certify": "merge", "tables": "tables"}
+STAGE_PRODUCT = {"data": "data", "train": "train", "certify": "merge", "tables": "tables", "experiment": "experiment"}
 
 
 def rewrite(text: str) -> str:
-    out, stage, in_deps = [], None, False
+    out, stage, item = [], None, None  # item: the indentation of the deps list being rewritten
     for line in text.split("\n"):
         header = re.match(r"^  (\w+):$", line)
         if header:
             stage = header.group(1)
-        if in_deps and not line.startswith("      - "):
-            out += [f"      - {f}" for f in product_sources(STAGE_PRODUCT[stage])]
-            in_deps = False
-        if in_deps and re.match(r"^      - diffsmooth/\S+\.py$", line):
+        if item and not line.startswith(item):
+            out += [f"{item}{f}" for f in product_sources(STAGE_PRODUCT[stage])]
+            item = None
+        if item and re.match(rf"^{item}diffsmooth/\S+\.py$", line):
             continue  # replaced by the closure at the end of the list
         out.append(line)
-        if line.strip() == "deps:":
-            in_deps = True
+        deps = re.match(r"^( *)deps:$", line)
+        if deps:
+            item = deps.group(1) + "  - "
     return "\n".join(out)
 
 
