@@ -74,3 +74,20 @@ def fast_run(tmp_path_factory) -> Path:
     root = copy_repo(tmp_path_factory.mktemp("fast") / "repo")
     run(["snakemake", "-c2", "all_tables", "--configfile", "config/fast.yaml"], root)
     return root
+
+
+def write_synthetic_rows(results, grid, outcome) -> None:
+    """rows.tsv of every cell of `grid` under `results`, from outcome(i, j) -> (correct, radius) for image i of
+    cell j: deterministic rows for table tests, at the paths the library's layout gives."""
+    from diffsmooth.paths import Layout
+    from diffsmooth.rows import HEADER, format_row
+
+    for j, cell in enumerate(grid.cells):
+        lines = [HEADER]
+        for i, idx in enumerate(grid.images()):
+            correct, radius = outcome(i, j)
+            lines.append(format_row(idx, 1, 1 if correct else -1, radius, correct, 0.01, 9 if correct else 0,
+                                    cell.N, 0.9 if correct else 0.0))
+        path = Layout(results, grid.experiment).rows(cell)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("".join(lines))

@@ -15,10 +15,8 @@ import yaml
 
 from diffsmooth.grid import build_grid
 from diffsmooth.report import render_all
-from diffsmooth.paths import Layout
-from diffsmooth.rows import HEADER, format_row
 
-from conftest import REPO
+from conftest import REPO, write_synthetic_rows
 
 GOLDEN = REPO / "tests" / "data" / "golden" / "readme_block_fast.md"
 README = ("# Project\n\nText above.\n\n<!-- results:start -->\nold block 61.0% vs. 50.3%\n<!-- results:end -->\n"
@@ -36,16 +34,11 @@ def _script():
 def synthetic_rows(results, grid) -> None:
     """Deterministic rows that differ between cells: cell j, image i is correct when (7i + 3j) % 10 < 6 + j % 3,
     at radius 0.05 * ((i * (j + 1)) % 11)."""
-    for j, cell in enumerate(grid.cells):
-        lines = [HEADER]
-        for i, idx in enumerate(grid.images()):
-            correct = int((7 * i + 3 * j) % 10 < 6 + j % 3)
-            radius = 0.05 * ((i * (j + 1)) % 11) if correct else 0.0
-            lines.append(format_row(idx, 1, 1 if correct else -1, radius, correct, 0.01, 9 if correct else 0,
-                                    cell.N, 0.9 if correct else 0.0))
-        path = Layout(results, grid.experiment).rows(cell)  # the layout, not spelled again
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text("".join(lines))
+    def outcome(i, j):
+        correct = int((7 * i + 3 * j) % 10 < 6 + j % 3)
+        return correct, 0.05 * ((i * (j + 1)) % 11) if correct else 0.0
+
+    write_synthetic_rows(results, grid, outcome)
 
 
 @pytest.fixture(scope="module")

@@ -17,8 +17,6 @@ import yaml
 from diffsmooth import plots
 from diffsmooth.grid import build_grid, validate_config
 from diffsmooth.paper import load_paper_table, radius_column_names
-from diffsmooth.paths import Layout
-from diffsmooth.rows import HEADER, format_row
 from diffsmooth.tables import (
     RowCache,
     bold_positions,
@@ -30,7 +28,7 @@ from diffsmooth.tables import (
     to_markdown,
 )
 
-from conftest import REPO, run, small_cifar10_config
+from conftest import REPO, run, small_cifar10_config, write_synthetic_rows
 
 GOLDEN = REPO / "tests" / "data" / "golden"
 UPDATE = os.environ.get("UPDATE_GOLDEN") == "1"
@@ -54,16 +52,11 @@ def cifar_config() -> dict:
 
 def synthetic_rows(results, grid) -> None:
     """Deterministic rows: cell j, image i is correct unless (i + j) % 4 == 0, radius 0.05 * ((7i + 3j) % 10)."""
-    for j, cell in enumerate(grid.cells):
-        lines = [HEADER]
-        for i, idx in enumerate(grid.images()):
-            correct = int((i + j) % 4 != 0)
-            radius = 0.05 * ((7 * i + 3 * j) % 10) if correct else 0.0
-            lines.append(format_row(idx, 1, 1 if correct else -1, radius, correct, 0.01, 9 if correct else 0,
-                                    cell.N, 0.9 if correct else 0.0))
-        path = Layout(results, grid.experiment).rows(cell)  # the layout, not spelled again
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text("".join(lines))
+    def outcome(i, j):
+        correct = int((i + j) % 4 != 0)
+        return correct, 0.05 * ((7 * i + 3 * j) % 10) if correct else 0.0
+
+    write_synthetic_rows(results, grid, outcome)
 
 
 @pytest.fixture(scope="module")
